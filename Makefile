@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export EBR_HOME ?= $(CURDIR)/.ebr
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+DAYS ?= 3
+
+.PHONY: venv demo test clean
+
+$(BIN)/ebr: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/ebr
+
+venv: $(BIN)/ebr
+
+demo: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr demo --days $(DAYS)
+
+test: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf .ebr .airflow

@@ -1,0 +1,1 @@
+"""EBR core: settings, landing contract, synthetic marketplace, CLI."""

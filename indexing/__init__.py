@@ -1,0 +1,1 @@
+"""Re-encoding the corpus into versioned Milvus collections, the recall gate, promotion."""

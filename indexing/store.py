@@ -1,0 +1,132 @@
+"""The one module that talks to Milvus, so a Milvus server instead of Milvus Lite is a URI change.
+
+A collection records the model version and data day that built it as collection properties, and
+is marked complete only after it is flushed, indexed and loaded: anything without that mark is
+debris from a dead run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from ebr.settings import Settings
+
+SCALAR_FIELDS = ("title", "leaf_category", "top_category", "brand", "shop")
+NAME = re.compile(r"^items_(\d{8})_v(\d+)$")
+HNSW = {"M": 16, "efConstruction": 200}
+SEARCH_BATCH = 512  # one Milvus Lite call costs ~0.1 s whatever nq is: batch queries
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_version: int
+    ds: str
+    complete: bool
+
+
+def collection_name(ds: str, version: int) -> str:
+    return f"items_{ds.replace('-', '')}_v{version}"
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[MilvusClient]:
+    client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def create(client: MilvusClient, name: str, dim: int) -> None:
+    """Creates an empty collection, replacing a non-live one of the same name (a rerun)."""
+    if client.has_collection(name):
+        drop(client, name, protected=aliased(client))
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+    for field in SCALAR_FIELDS:
+        schema.add_field(field, DataType.VARCHAR, max_length=1024)
+    schema.add_field("price", DataType.FLOAT)
+    client.create_collection(name, schema=schema)
+
+
+def insert(client: MilvusClient, name: str, rows: dict[str, list], vectors: np.ndarray) -> None:
+    data = [
+        {"item_id": rows["item_id"][k], "embedding": vectors[k].tolist(),
+         "price": float(rows["price"][k]),
+         **{f: str(rows[f][k] or "")[:1000] for f in SCALAR_FIELDS}}
+        for k in range(len(vectors))
+    ]
+    client.insert(name, data)
+
+
+def finish(client: MilvusClient, name: str, model_version: int, ds: str) -> None:
+    """Flush before indexing (Milvus Lite ignores an index built over unflushed rows), load,
+    and only then mark the collection complete."""
+    client.flush(name)
+    params = client.prepare_index_params()
+    params.add_index("embedding", index_type="HNSW", metric_type="IP", params=HNSW)
+    client.create_index(name, params)
+    client.load_collection(name)
+    client.alter_collection_properties(name, properties={
+        "ebr.model_version": str(model_version), "ebr.ds": ds, "ebr.complete": "1"})
+
+
+def info(client: MilvusClient, name_or_alias: str) -> CollectionInfo:
+    desc = client.describe_collection(name_or_alias)
+    props = desc.get("properties", {})
+    return CollectionInfo(
+        name=desc["collection_name"],
+        model_version=int(props.get("ebr.model_version", -1)),
+        ds=props.get("ebr.ds", ""),
+        complete=props.get("ebr.complete") == "1",
+    )
+
+
+def live(client: MilvusClient, alias: str) -> CollectionInfo | None:
+    if alias not in client.list_aliases().get("aliases", []):
+        return None
+    return info(client, client.describe_alias(alias)["collection_name"])
+
+
+def aliased(client: MilvusClient) -> set[str]:
+    return {client.describe_alias(a)["collection_name"]
+            for a in client.list_aliases().get("aliases", [])}
+
+
+def point_alias(client: MilvusClient, alias: str, name: str) -> None:
+    """One alter_alias: readers of the alias see the old collection or the new one, never none."""
+    if alias in client.list_aliases().get("aliases", []):
+        client.alter_alias(name, alias)
+    else:
+        client.create_alias(name, alias)
+
+
+def ours(client: MilvusClient) -> list[str]:
+    return sorted(n for n in client.list_collections() if NAME.match(n))
+
+
+def drop(client: MilvusClient, name: str, protected: set[str]) -> None:
+    # drop_collection on an aliased collection silently drops its alias: never let that happen
+    if name in protected:
+        raise RuntimeError(f"refusing to drop {name}: it is live or the rollback target")
+    client.drop_collection(name)
+
+
+def search(client: MilvusClient, name_or_alias: str, vectors: np.ndarray, k: int,
+           output_fields: list[str] | None = None, expr: str = "") -> list[list[dict]]:
+    hits: list[list[dict]] = []
+    for start in range(0, len(vectors), SEARCH_BATCH):
+        batch = vectors[start:start + SEARCH_BATCH]
+        hits.extend(client.search(
+            name_or_alias, data=batch.tolist(), limit=k, anns_field="embedding",
+            filter=expr, output_fields=output_fields or [],
+            search_params={"metric_type": "IP", "params": {"ef": max(k, 64)}}))
+    return hits

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from indexing import store
+from indexing.promote import GateRefused, clean, history, promote
+
+
+def _build(client, ds, version, dim=8, n=50, seed=0, complete=True):
+    name = store.collection_name(ds, version)
+    store.create(client, name, dim)
+    rows = {"item_id": [f"i{k}" for k in range(n)], "title": [f"title {k}" for k in range(n)],
+            "leaf_category": ["leaf"] * n, "top_category": ["top"] * n, "brand": ["b"] * n,
+            "shop": ["s"] * n, "price": [1.0] * n}
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype("float32")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # unit vectors: each is its own best IP match
+    store.insert(client, name, rows, vectors)
+    if complete:
+        store.finish(client, name, version, ds)
+    return name, vectors
+
+
+def _report(ds, name, passed=True):
+    return {"ds": ds, "candidate_collection": name, "passed": passed, "reasons": [] if passed else ["bad"],
+            "gate_k": 50, "candidate_recall": {"50": 0.5}, "live_recall": None}
+
+
+def test_alias_moves_atomically_and_records_the_model_version(settings):
+    with store.connect(settings) as client:
+        a, va = _build(client, "2026-01-01", 1)
+        b, _ = _build(client, "2026-01-02", 2, seed=1)
+        assert store.live(client, settings.alias) is None
+    promote(_report("2026-01-01", a), settings, run_id="r1")
+    with store.connect(settings) as client:
+        live = store.live(client, settings.alias)
+        assert (live.name, live.model_version, live.ds, live.complete) == (a, 1, "2026-01-01", True)
+        # the alias serves searches; an item's own vector finds it first
+        hits = store.search(client, settings.alias, va[:3], k=1)
+        assert [h[0]["item_id"] for h in hits] == ["i0", "i1", "i2"]
+    promote(_report("2026-01-02", b), settings, run_id="r2")
+    with store.connect(settings) as client:
+        assert store.live(client, settings.alias).name == b
+    log = history(settings)
+    assert [e["collection"] for e in log] == [a, b] and log[1]["previous_collection"] == a
+
+
+def test_a_refused_or_incomplete_candidate_never_moves_the_alias(settings):
+    with store.connect(settings) as client:
+        a, _ = _build(client, "2026-01-01", 1)
+        b, _ = _build(client, "2026-01-02", 2)
+        c, _ = _build(client, "2026-01-03", 3, complete=False)
+    promote(_report("2026-01-01", a), settings, run_id="r1")
+    with pytest.raises(GateRefused, match="unchanged"):
+        promote(_report("2026-01-02", b, passed=False), settings, run_id="r2")
+    with pytest.raises(GateRefused, match="not a complete collection"):
+        promote(_report("2026-01-03", c), settings, run_id="r3")
+    with store.connect(settings) as client:
+        assert store.live(client, settings.alias).name == a
+        assert client.has_collection(b)  # kept for inspection
+
+
+def test_clean_keeps_retention_and_never_drops_live_or_previous(settings):
+    settings = settings.__class__(**{**settings.__dict__, "retention": 1})
+    with store.connect(settings) as client:
+        names = [_build(client, f"2026-01-0{d}", d)[0] for d in range(1, 6)]
+    for v in (1, 2):
+        (settings.models / f"v{v}").mkdir(parents=True)
+    promote(_report("2026-01-01", names[0]), settings, run_id="r1")
+    promote(_report("2026-01-02", names[1]), settings, run_id="r2")
+    dropped = clean(settings)
+    # live (v2), previous (v1) and the newest candidate (v5) stay
+    assert sorted(dropped) == sorted(names[2:4])
+    with store.connect(settings) as client:
+        assert store.ours(client) == sorted([names[0], names[1], names[4]])
+        with pytest.raises(RuntimeError, match="refusing to drop"):
+            store.drop(client, names[1], store.aliased(client))
+        assert store.live(client, settings.alias).name == names[1]
+    assert (settings.models / "v1").exists() and (settings.models / "v2").exists()
+    assert json.loads((settings.reports / "promotions.jsonl").read_text().splitlines()[0])["run_id"] == "r1"
