@@ -38,7 +38,7 @@ def read_eval(ds: str, settings: Settings) -> pa.Table:
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
         return con.execute("select * from mart_eval_examples where ds = ? order by request_id",
-                           [ds]).fetch_arrow_table()
+                           [ds]).to_arrow_table()
     finally:
         con.close()
 

@@ -35,9 +35,17 @@ def collection_name(ds: str, version: int) -> str:
     return f"items_{ds.replace('-', '')}_v{version}"
 
 
+# The embedded Milvus Lite server keeps gRPC's default 5-minute minimum ping interval, while
+# pymilvus pings every 10 s even when idle: after a few idle minutes in one process (a DAG test
+# between stages) the server sends the channel away with "too many pings". Lite needs no pings.
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
+
+
 @contextmanager
 def connect(settings: Settings) -> Iterator[MilvusClient]:
-    client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token)
+    lite = settings.milvus_uri.endswith(".db")
+    client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token,
+                          **({"grpc_options": LITE_GRPC_OPTIONS} if lite else {}))
     try:
         yield client
     finally:

@@ -1,6 +1,20 @@
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from ebr.settings import Settings, load_settings
+# Airflow reads AIRFLOW_HOME when first imported: point it at a throwaway home before any test
+# imports it, so tests never touch a developer's ./.airflow.
+REPO = Path(__file__).resolve().parent.parent
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ebr-test-airflow-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] = "False"  # no network here, nor in CI
+
+from ebr.settings import Settings, load_settings  # noqa: E402
 
 
 @pytest.fixture
@@ -11,3 +25,11 @@ def settings(tmp_path, monkeypatch) -> Settings:
     s = load_settings()
     s.home.mkdir(parents=True)
     return s
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database (SQLite) for dag.test()."""
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+    return Path(os.environ["AIRFLOW_HOME"])

@@ -1,0 +1,97 @@
+"""ebr_daily: one day of search logs -> checked marts -> retrained model -> new index -> gate -> alias.
+
+This file only wires tasks; every step lives in ebr.stages. The data interval decides the
+partition (ds) of every task, so reruns and backfills of a day touch that day alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.sdk import DAG, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import InvocationMode, LoadMode
+
+from ebr import stages
+from ebr.settings import Settings, load_settings
+from ebr.transform import DBT_PROJECT_DIR, dbt_env, dbt_executable, dbt_vars
+
+settings = load_settings()
+
+
+def _settings(params: dict) -> Settings:
+    return settings.with_model(epochs=int(params["epochs"]))
+
+
+def _ds(data_interval_start: datetime) -> str:
+    return data_interval_start.strftime("%Y-%m-%d")
+
+
+with DAG(
+    dag_id="ebr_daily",
+    description="Daily EBR refresh: dbt marts, data checks, MGDSPR retraining, Milvus re-index, recall gate, alias swap",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime.fromisoformat(settings.start_date).replace(tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # days run one after another: each warm-starts from the last promotion
+    max_active_tasks=1,  # DuckDB and Milvus Lite each allow one writing process
+    params={
+        "epochs": Param(settings.model.epochs, type="integer", minimum=1, maximum=50),
+        "allow_older_promotion": Param(False, type="boolean",
+                                       description="promote even if the live model's data day is newer"),
+    },
+    tags=["ebr"],
+) as dag:
+
+    @task
+    def check_landing(data_interval_start=None) -> dict:
+        return stages.check_landing(_ds(data_interval_start), settings)
+
+    transforms = DbtTaskGroup(
+        group_id="transforms",
+        project_config=ProjectConfig(DBT_PROJECT_DIR, install_dbt_deps=False),
+        profile_config=ProfileConfig(profile_name="ebr", target_name="dev",
+                                     profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml"),
+        execution_config=ExecutionConfig(invocation_mode=InvocationMode.SUBPROCESS,
+                                         dbt_executable_path=dbt_executable()),
+        render_config=RenderConfig(load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.SUBPROCESS,
+                                   dbt_executable_path=dbt_executable(), env_vars=dbt_env(settings)),
+        operator_args={
+            "vars": dbt_vars("{{ data_interval_start | ds }}", settings),
+            "env": dbt_env(settings),
+            "append_env": True,
+            "install_deps": False,
+        },
+    )
+
+    @task
+    def check_marts(data_interval_start=None) -> dict:
+        return stages.check_marts(_ds(data_interval_start), settings)
+
+    @task(depends_on_past=True)  # training chains day to day: never train a day before the last
+    def train(data_interval_start=None, params=None) -> int:
+        return stages.train(_ds(data_interval_start), _settings(params))
+
+    @task
+    def build_index(version: int, data_interval_start=None) -> str:
+        return stages.build_index(_ds(data_interval_start), version, settings)
+
+    @task
+    def gate(version: int, data_interval_start=None) -> dict:
+        return stages.gate(_ds(data_interval_start), version, settings)
+
+    @task
+    def promote(data_interval_start=None, run_id=None, params=None) -> dict | None:
+        return stages.promote(_ds(data_interval_start), settings, run_id,
+                              allow_older=bool(params["allow_older_promotion"]))
+
+    @task
+    def clean() -> list[str]:
+        return stages.clean(settings)
+
+    version = train()
+    indexed = build_index(version)
+    gated = gate(version)
+    check_landing() >> transforms >> check_marts() >> version
+    indexed >> gated >> promote() >> clean()

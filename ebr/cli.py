@@ -1,0 +1,205 @@
+"""`ebr`: generate logs, run the demo, inspect what serves, search it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from ebr.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Airflow on SQLite under AIRFLOW_HOME, beside EBR_HOME, with this repo's DAGs."""
+    env = dict(os.environ)
+    env.setdefault("AIRFLOW_HOME", str(settings.home.parent / ".airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+    env["EBR_HOME"] = str(settings.home)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _say(text: str) -> None:
+    print(f"[ebr] {text}", flush=True)
+
+
+def cmd_generate(args, settings: Settings) -> None:
+    from ebr.synthetic import generate
+
+    start = date.fromisoformat(args.start or settings.start_date)
+    for path in generate(settings.landing, start, args.days, args.profile, settings.seed):
+        _say(f"wrote {path}")
+
+
+def _airflow_json(env: dict, *args: str) -> list[dict]:
+    out = subprocess.run(["airflow", *args, "-o", "json"], env=env, capture_output=True, text=True).stdout
+    return json.loads(out[out.index("["):]) if "[" in out else []
+
+
+def _task_times(env: dict, logical_date: str) -> dict[str, float]:
+    """Each task's duration in the latest run, read back from Airflow's metadata database."""
+    runs = [r for r in _airflow_json(env, "dags", "list-runs", "ebr_daily")
+            if str(r.get("logical_date", "")).startswith(logical_date)]
+    if not runs:
+        return {}
+    times = {}
+    for row in _airflow_json(env, "tasks", "states-for-dag-run", "ebr_daily", runs[0]["run_id"]):
+        if row.get("start_date") and row.get("end_date"):
+            times[row["task_id"]] = (datetime.fromisoformat(row["end_date"])
+                                     - datetime.fromisoformat(row["start_date"])).total_seconds()
+    return times
+
+
+def logical_date_for(ds: str) -> str:
+    """A daily data-interval run is dated by the end of its interval: day D runs as D+1."""
+    return (date.fromisoformat(ds) + timedelta(days=1)).isoformat()
+
+
+def run_day(ds: str, env: dict, log: Path) -> tuple[bool, float]:
+    started = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(["airflow", "dags", "test", "ebr_daily", logical_date_for(ds)], env=env,
+                              stdout=out, stderr=subprocess.STDOUT)
+    return proc.returncode == 0, time.perf_counter() - started
+
+
+def cmd_demo(args, settings: Settings) -> None:
+    env = airflow_env(settings)
+    start = date.fromisoformat(settings.start_date)
+    _say(f"state under {settings.home}, Airflow under {env['AIRFLOW_HOME']}, Milvus at {settings.milvus_uri}")
+    _say(f"1/4 generating {args.days} days of synthetic search logs (profile {args.profile}, seed {settings.seed})")
+    args.start = settings.start_date
+    cmd_generate(args, settings)
+    _say("2/4 migrating the Airflow metadata database (SQLite)")
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(args.days):
+        ds = (start + timedelta(days=k)).isoformat()
+        log = log_dir / f"dags_test_{ds}.log"
+        _say(f"3/4 day {ds}: airflow dags test ebr_daily {logical_date_for(ds)} (log: {log})")
+        ok, seconds = run_day(ds, env, log)
+        times = _task_times(env, logical_date_for(ds))
+        for task, sec in times.items():
+            print(f"        {task:<45} {sec:7.1f} s")
+        gate_path = settings.report_day(ds) / "gate.json"
+        if gate_path.exists():
+            g = json.loads(gate_path.read_text())
+            live = g["live_recall"][str(g["gate_k"])] if g["live_recall"] else None
+            print(f"        gate: candidate v{g['candidate_version']} Recall@{g['gate_k']}="
+                  f"{g['candidate_recall'][str(g['gate_k'])]:.4f} live="
+                  f"{'none' if live is None else f'{live:.4f}'} floor={g['floor']} -> "
+                  f"{'PROMOTE' if g['passed'] else 'REFUSE: ' + '; '.join(g['reasons'])}")
+        _say(f"day {ds} {'succeeded' if ok else 'FAILED'} in {seconds:.0f} s")
+    _say("4/4 what serves now")
+    cmd_status(argparse.Namespace(json=False), settings)
+    from ebr.client import RetrievalClient, sample_requests
+
+    client = RetrievalClient(settings)
+    for user, query in sample_requests(settings, n=3):
+        result = client.search(query, user_id=user, k=5)
+        print(f"\n  query {query!r} for user {user}:")
+        for hit in result["results"]:
+            print(f"    {hit['score']:8.3f}  {hit['item_id']:<8} {hit['title']}")
+
+
+def status(settings: Settings) -> dict:
+    from indexing import store
+    from indexing.promote import history
+
+    with store.connect(settings) as client:
+        current = store.live(client, settings.alias)
+        collections = store.ours(client)
+    out: dict = {"alias": settings.alias, "milvus_uri": settings.milvus_uri, "collections": collections}
+    if current:
+        gate = settings.report_day(current.ds) / "gate.json"
+        out.update(collection=current.name, model_version=current.model_version, ds=current.ds,
+                   gate=json.loads(gate.read_text()) if gate.exists() else None,
+                   promotions=len(history(settings)))
+    return out
+
+
+def cmd_status(args, settings: Settings) -> None:
+    s = status(settings)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return
+    if "collection" not in s:
+        print(f"alias {s['alias']}: not created yet (no promotion so far)")
+        return
+    g = s["gate"] or {}
+    print(f"alias {s['alias']} -> {s['collection']} (model v{s['model_version']}, data day {s['ds']})")
+    if g:
+        print(f"  gate: Recall@K candidate {g['candidate_recall']} live {g['live_recall']} "
+              f"floor {g['floor']} margin {g['margin']} on {g['eval_requests']} held-out requests")
+    print(f"  collections: {', '.join(s['collections'])}")
+
+
+def cmd_search(args, settings: Settings) -> None:
+    from ebr.client import RetrievalClient
+
+    result = RetrievalClient(settings).search(args.query, user_id=args.user, k=args.k)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['alias']} -> {result['collection']} (model v{result['model_version']})")
+    for hit in result["results"]:
+        print(f"{hit['score']:8.3f}  {hit['item_id']:<10} {hit['title']}")
+
+
+def cmd_history(args, settings: Settings) -> None:
+    from indexing.promote import history
+
+    for entry in history(settings):
+        print(json.dumps(entry) if args.json else
+              f"{entry['time']}  {entry['action']:<8} {entry['collection']:<24} v{entry['model_version']:<4} "
+              f"ds={entry['ds']}  run={entry['run_id']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="ebr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write synthetic landing days (deterministic from EBR_SEED)")
+    p.add_argument("--start", help="first day, YYYY-MM-DD (default EBR_START_DATE)")
+    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="generate logs and run the real ebr_daily DAG day by day")
+    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="the live alias, its collection, model version, day and gate figures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("search", help="search the live alias with the model that built it")
+    p.add_argument("query")
+    p.add_argument("--user", help="user id whose behaviour personalises the query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("history", help="the promotion log: what served when, and why")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    args = parser.parse_args(argv)
+    args.func(args, load_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""What a downstream service uses to retrieve: the alias, the query encoder of the model that built
+the collection behind it, and the user's behaviour features from the warehouse."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from ebr.settings import Settings
+from indexing import store
+from training.artifact import Artifact, load_artifact
+
+BEHAVIOUR_COLUMNS = (
+    ["rt_items", "st_items", "past_queries"]
+    + [f"lt_{a}_{x}" for a in ("click", "cart", "purchase") for x in ("item", "shop", "leaf", "brand")]
+)
+RESULT_FIELDS = ["title", "leaf_category", "brand", "shop", "price"]
+
+
+def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
+    """The user's behaviour as of the end of the newest day in the warehouse (empty for a new user)."""
+    empty = {c: [] for c in BEHAVIOUR_COLUMNS}
+    if not user_id or not settings.warehouse.exists():
+        return empty
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        row = con.execute(
+            f"select {', '.join(BEHAVIOUR_COLUMNS)} from mart_user_features "
+            "where user_id = ? order by ds desc limit 1", [user_id]).fetchone()
+    finally:
+        con.close()
+    return dict(zip(BEHAVIOUR_COLUMNS, row)) if row else empty
+
+
+class RetrievalClient:
+    """Searches the live alias; reloads its encoder whenever the alias has moved."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._model: Artifact | None = None
+
+    def _encoder(self, client, current: store.CollectionInfo) -> Artifact:
+        if self._model is None or self._model.version != current.model_version:
+            self._model = load_artifact(self.settings.models / f"v{current.model_version}")
+        return self._model
+
+    def search(self, query: str, user_id: str | None = None, k: int = 10) -> dict:
+        with store.connect(self.settings) as client:
+            current = store.live(client, self.settings.alias)
+            if current is None:
+                raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
+            model = self._encoder(client, current)
+            features = user_features(self.settings, user_id)
+            request = pa.table({"user_id": [user_id or ""], "query": [query],
+                                **{c: [list(v)] for c, v in features.items()}})
+            vector = model.encode_requests(request)
+            hits = store.search(client, current.name, vector, k, output_fields=RESULT_FIELDS)[0]
+        return {
+            "alias": self.settings.alias, "collection": current.name,
+            "model_version": current.model_version, "ds": current.ds,
+            "results": [{"item_id": h["item_id"], "score": round(float(h["distance"]), 4),
+                         **{f: h["entity"].get(f) for f in RESULT_FIELDS}} for h in hits],
+        }
+
+
+def sample_requests(settings: Settings, n: int) -> list[tuple[str, str]]:
+    """A few held-out (user, query) pairs of the newest day, users with history first."""
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        return con.execute(
+            "select user_id, query from mart_eval_examples "
+            "where ds = (select max(ds) from mart_eval_examples) "
+            "order by len(rt_items) desc, request_id limit ?", [n]).fetchall()
+    finally:
+        con.close()

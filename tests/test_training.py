@@ -1,0 +1,169 @@
+"""Training end to end on a tiny made-up marketplace: retrieval quality, warm start, artifacts."""
+
+import logging
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from ebr.settings import ModelConfig, Settings, load_settings
+from training import artifact as artifact_module
+from training.artifact import latest_version, load_artifact, load_meta
+from training.features import LT_COLUMNS
+from training.train import train, train_day
+
+DS = "2024-03-01"
+WORDS = [f"w{k}" for k in range(60)]
+CFG = ModelConfig(dim=32, heads=4, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=8)
+
+
+def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix=""):
+    """Items titled with 3 of 60 words; each query is 1-3 words of the clicked item's title."""
+    rnd = random.Random(seed)
+    items = [f"{prefix}i{k}" for k in range(n_items)]
+    titles = {i: rnd.sample(WORDS, 3) for i in items}
+    corpus = pa.table({"item_id": items, "title": [" ".join(titles[i]).upper() for i in items]})
+    start = datetime(2024, 3, 1)
+    rows = []
+    for r in range(n_examples):
+        item = rnd.choice(items)
+        row = {
+            "request_id": f"{prefix}r{r}",
+            "request_time": start + timedelta(seconds=r),
+            "user_id": f"{prefix}u{rnd.randrange(n_users)}",
+            "query": " ".join(rnd.sample(titles[item], rnd.randint(1, 3))),
+            "item_id": item,
+            "rt_items": rnd.sample(items, rnd.randint(0, 5)),
+            "st_items": rnd.sample(items, rnd.randint(0, 5)),
+            "past_queries": [" ".join(rnd.sample(WORDS, 2)) for _ in range(rnd.randint(0, 3))],
+        }
+        for c in LT_COLUMNS:
+            values = items if c.endswith("_item") else [f"{c[-4:]}{k}" for k in range(5)]
+            row[c] = [rnd.choice(values) for _ in range(rnd.randint(0, 4))]
+        rows.append(row)
+    return pa.Table.from_pylist(rows), corpus
+
+
+def title_queries(corpus: pa.Table) -> pa.Table:
+    """One request per item: an unseen user searching the item's title, no history."""
+    empty = {"rt_items": [], "st_items": [], "past_queries": [], **{c: [] for c in LT_COLUMNS}}
+    titles = corpus["title"].to_pylist()
+    return pa.Table.from_pylist([{"user_id": "nobody", "query": t, **empty} for t in titles])
+
+
+def settings_for(home: Path, cfg: ModelConfig, monkeypatch) -> Settings:
+    monkeypatch.setenv("EBR_HOME", str(home))
+    return replace(load_settings(), seed=3, model=cfg)
+
+
+@pytest.fixture(scope="module")
+def day():
+    return make_day(seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(day):
+    examples, corpus = day
+    return train(examples, corpus, CFG, seed=0)
+
+
+def test_title_words_find_the_item_in_top5(trained, day):
+    _, corpus = day
+    users = trained.encode_requests(title_queries(corpus))
+    items = trained.encode_items(corpus)
+    assert users.dtype == items.dtype == np.float32 and items.shape == (40, CFG.dim)
+    scores = users @ items.T
+    rank = (scores > np.diag(scores)[:, None]).sum(1)  # items scoring above the item's own title
+    assert (rank < 5).all(), rank
+    losses = trained.metrics["loss_per_epoch"]
+    assert len(losses) == CFG.epochs and losses[-1] < losses[0]
+
+
+def test_artifact_round_trip(trained, day, tmp_path):
+    _, corpus = day
+    models = tmp_path / "models"
+    assert latest_version(models) == 0
+    saved = trained.save(models, version=1, ds=DS)
+    assert sorted(p.name for p in models.iterdir()) == ["v1"]  # no temp folder left behind
+    files = {p.name for p in saved.path.iterdir()}
+    assert files == {"model.pt", "vocab.json", "config.json", "meta.json"}
+    loaded = load_artifact(models / "v1")
+    assert (loaded.version, loaded.ds, loaded.parent, loaded.dim) == (1, DS, None, CFG.dim)
+    assert loaded.config == CFG
+    assert set(loaded.metrics) >= {"loss_per_epoch", "examples", "examples_per_s", "seconds"}
+    queries = title_queries(corpus)
+    np.testing.assert_array_equal(loaded.encode_items(corpus), trained.encode_items(corpus))
+    np.testing.assert_array_equal(loaded.encode_requests(queries), trained.encode_requests(queries))
+    batch = corpus.to_batches()[0]  # indexing streams RecordBatches
+    np.testing.assert_array_equal(loaded.encode_items(batch), trained.encode_items(corpus))
+    assert loaded.encode_items(corpus.slice(0, 0)).shape == (0, CFG.dim)
+    assert latest_version(models) == 1 and load_meta(models / "v1")["ds"] == DS
+    assert load_meta(tmp_path) is None
+    # A rerun of a day replaces its candidate version, leaving nothing else behind.
+    trained.save(models, version=1, ds="2024-03-09")
+    assert load_meta(models / "v1")["ds"] == "2024-03-09"
+    assert sorted(p.name for p in models.iterdir()) == ["v1"]
+
+
+def test_interrupted_save_leaves_nothing(trained, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process were stopped mid-write
+
+    monkeypatch.setattr(artifact_module.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trained.save(tmp_path, version=2, ds=DS)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / ".v3-leftover").mkdir()  # what a SIGKILL would leave: not a version
+    assert latest_version(tmp_path) == 0
+
+
+def test_warm_start_grows_vocab_and_keeps_ids(trained, caplog):
+    examples, corpus = make_day(seed=1, n_items=10, n_examples=100, prefix="new-")
+    old_sizes = trained.vocabs.sizes()
+    old_items = list(trained.vocabs.item.tokens)
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        warm = train(examples, corpus, replace(CFG, epochs=1), base=trained, seed=0, log_every=1)
+    assert any("loss" in r.message and "examples/s" in r.message for r in caplog.records)
+    sizes = warm.vocabs.sizes()
+    assert sizes["item"] == old_sizes["item"] + 10 and sizes["user"] > old_sizes["user"]
+    assert warm.vocabs.item.tokens[: len(old_items)] == old_items  # old ids keep their rows
+    assert warm.model.emb["item"].weight.shape[0] == sizes["item"]
+    assert trained.vocabs.sizes() == old_sizes  # the base artifact is not mutated
+    assert warm.parent == trained.version
+
+
+def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
+    examples, corpus = make_day(seed=2, n_items=20, n_examples=200)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.register("examples", examples)
+    con.register("corpus", corpus)
+    # The same rows on two days, stored shuffled: each day must read only its own rows, in order.
+    days = "(values (date '2024-03-01'), (date '2024-03-02')) as d(ds)"
+    con.execute(
+        "create table mart_training_examples as select d.ds, 'click' as label_event, e.* "
+        f"from examples e cross join {days} order by hash(request_id)"
+    )
+    con.execute(
+        f"create table mart_item_corpus as select d.ds, c.* from corpus c cross join {days}"
+    )
+    con.close()
+    settings = settings_for(tmp_path, replace(CFG, epochs=2), monkeypatch)
+
+    v1 = train_day(DS, settings, base=None, version=1)
+    assert (v1.version, v1.ds, v1.parent, v1.path) == (1, DS, None, settings.models / "v1")
+    assert v1.metrics["examples"] == 200
+    v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
+    assert (v2.version, v2.parent) == (2, 1)
+    assert v2.vocabs.sizes() == v1.vocabs.sizes()  # same catalogue and users: nothing new
+    assert latest_version(settings.models) == 2
+
+    # Same day, same seed: the same model, whatever order the rows were stored in.
+    v3 = train_day(DS, settings, base=None, version=3)
+    for name, tensor in v1.model.state_dict().items():
+        assert torch.equal(tensor, v3.model.state_dict()[name]), name

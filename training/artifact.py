@@ -1,0 +1,135 @@
+"""The model artifact, models/vN/{model.pt, vocab.json, config.json, meta.json}.
+
+This is the only way other packages touch a model: load it, encode items and requests, find the
+latest version. Saving is atomic: files go to a temporary folder that is renamed to vN at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ebr.settings import ModelConfig
+
+from . import features
+from .model import MGDSPR
+from .vocab import Vocabs
+
+_VERSION_DIR = re.compile(r"v(\d+)")
+
+
+@dataclass(frozen=True, eq=False)
+class Artifact:
+    model: MGDSPR
+    vocabs: Vocabs
+    config: ModelConfig
+    meta: dict  # version, ds, parent, metrics
+    path: Path | None = None  # None until saved
+
+    @property
+    def version(self) -> int:
+        return self.meta["version"]
+
+    @property
+    def ds(self) -> str:
+        return self.meta["ds"]
+
+    @property
+    def parent(self) -> int | None:
+        return self.meta["parent"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.meta["metrics"]
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def encode_items(self, table, batch_size: int = 1024) -> np.ndarray:
+        """Rows with item_id, title -> float32 [n, dim]. Unknown ids and words map to UNK."""
+        rows = features.items(table, self.vocabs, self.config, grow=False)
+        return self._encode(self.model.item_tower, rows, batch_size)
+
+    def encode_requests(self, table, batch_size: int = 1024) -> np.ndarray:
+        """Rows with features.REQUEST_COLUMNS -> float32 [n, dim]."""
+        rows = features.requests(table, self.vocabs, self.config, grow=False)
+        return self._encode(self.model.user_tower, rows, batch_size)
+
+    def _encode(self, tower, rows, batch_size: int) -> np.ndarray:
+        self.model.eval()
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                batch = rows.batch(range(i, min(i + batch_size, len(rows))))
+                out.append(tower(batch).float().numpy())
+        return np.concatenate(out)
+
+    def save(self, models_dir: Path, version: int, ds: str) -> Artifact:
+        """Write models_dir/v{version} atomically and return the saved artifact.
+
+        An existing v{version} (a rerun of a day replacing its unpromoted candidate) is replaced
+        by two renames: vN is the old complete artifact, then (after an instant without vN) the
+        new one, never a mix of the two.
+        """
+        final = Path(models_dir) / f"v{version}"
+        meta = {**self.meta, "version": version, "ds": ds}
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the target, so renames stay on one filesystem (and are atomic); the dot
+        # name keeps latest_version from seeing a folder left behind by a killed process.
+        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=final.parent))
+        aside = tmp.with_name(tmp.name + "-replaced")
+        try:
+            torch.save(self.model.state_dict(), tmp / "model.pt")
+            self.vocabs.save(tmp / "vocab.json")
+            (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            tmp.chmod(0o755)  # mkdtemp makes it private; readers may run as another user
+            if final.exists():
+                os.rename(final, aside)
+            os.rename(tmp, final)
+        except BaseException:
+            if aside.exists() and not final.exists():
+                os.rename(aside, final)  # put the old artifact back
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return replace(self, meta=meta, path=final)
+
+
+def load_artifact(path: Path | str) -> Artifact:
+    path = Path(path)
+    raw = json.loads((path / "config.json").read_text())
+    # Known keys only: a config saved before a field existed loads with that field's default.
+    known = {f.name for f in fields(ModelConfig)}
+    config = ModelConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+    )
+    vocabs = Vocabs.load(path / "vocab.json")
+    model = MGDSPR(config, vocabs.sizes())
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return Artifact(model, vocabs, config, load_meta(path), path)
+
+
+def load_meta(path: Path | str) -> dict | None:
+    """meta.json of an artifact folder (version, ds, parent, metrics); None when there is none."""
+    meta = Path(path) / "meta.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def latest_version(models_dir: Path | str) -> int:
+    """Highest N with a models_dir/vN folder; 0 when there is none."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return 0
+    names = [p.name for p in models_dir.iterdir() if p.is_dir()]
+    return max((int(m[1]) for n in names if (m := _VERSION_DIR.fullmatch(n))), default=0)
