@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.client.types import LoadState
 
 from ebr.settings import Settings
 
@@ -128,8 +129,17 @@ def drop(client: MilvusClient, name: str, protected: set[str]) -> None:
     client.drop_collection(name)
 
 
+def ensure_loaded(client: MilvusClient, name_or_alias: str) -> None:
+    """Milvus Lite forgets which collections were loaded when its server restarts (every new
+    process): load the one about to be searched. A no-op where the server keeps it loaded."""
+    name = client.describe_collection(name_or_alias)["collection_name"]
+    if client.get_load_state(name)["state"] != LoadState.Loaded:
+        client.load_collection(name)
+
+
 def search(client: MilvusClient, name_or_alias: str, vectors: np.ndarray, k: int,
            output_fields: list[str] | None = None, expr: str = "") -> list[list[dict]]:
+    ensure_loaded(client, name_or_alias)
     hits: list[list[dict]] = []
     for start in range(0, len(vectors), SEARCH_BATCH):
         batch = vectors[start:start + SEARCH_BATCH]

@@ -27,7 +27,7 @@ def _run(dag, ds: date):
     return dag.test(logical_date=datetime.combine(ds + timedelta(days=1), time(), tzinfo=timezone.utc))
 
 
-def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db):
+def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys):
     monkeypatch.setenv("EBR_HOME", str(tmp_path / "ebr"))
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_EPOCHS", "12")  # ~1k examples a tiny day: enough steps to learn titles
@@ -67,3 +67,41 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db):
     found = sum(item in [h["item_id"] for h in client.search(title, k=10)["results"]]
                 for item, title in titles)
     assert found >= 15, f"only {found}/20 items found by their own titles"
+
+    # what an operator and a service see from the command line
+    from ebr.cli import main
+
+    capsys.readouterr()
+    main(["status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert (status["collection"], status["model_version"], status["ds"]) == (second.name, 2, "2026-01-02")
+    assert status["gate"]["candidate_recall"] == gate["candidate_recall"]
+    item, title = titles[0]
+    main(["search", title, "--user", "u1", "-k", "5", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["model_version"] == 2 and len(result["results"]) == 5
+    assert {"item_id", "title", "score", "brand", "price"} <= set(result["results"][0])
+
+
+def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, monkeypatch, airflow_db):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("EBR_HOME", str(tmp_path / "ebr"))
+    settings = load_settings()
+    day = generate(settings.landing, date(2026, 1, 1), 1, "tiny", settings.seed)[0]
+    events = pq.read_table(day / "events.parquet")
+    bad = pc.if_else(pc.equal(events["event_type"], "click"), "klick", events["event_type"])
+    pq.write_table(events.set_column(events.schema.get_field_index("event_type"), "event_type",
+                                     bad.cast(pa.string())), day / "events.parquet")
+
+    run = _run(_load_dag(), date(2026, 1, 1))
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["check_landing"] == "failed"
+    assert states["train"] == "upstream_failed" and states["promote"] == "upstream_failed"
+    assert all(s == "upstream_failed" for t, s in states.items() if t.startswith("transforms."))
+    report = json.loads((settings.report_day("2026-01-01") / "dq_landing.json").read_text())
+    assert not report["success"] and "event_type" in json.dumps(report)
+    assert not settings.warehouse.exists() and not settings.models.exists()

@@ -78,3 +78,16 @@ def test_clean_keeps_retention_and_never_drops_live_or_previous(settings):
         assert store.live(client, settings.alias).name == names[1]
     assert (settings.models / "v1").exists() and (settings.models / "v2").exists()
     assert json.loads((settings.reports / "promotions.jsonl").read_text().splitlines()[0])["run_id"] == "r1"
+
+
+def test_a_new_process_can_search_what_an_earlier_one_built(settings):
+    from milvus_lite.server_manager import server_manager_instance
+
+    with store.connect(settings) as client:
+        name, vectors = _build(client, "2026-01-01", 1)
+        store.point_alias(client, settings.alias, name)
+    # what a new process sees: a fresh Lite server over the same file, nothing loaded
+    server_manager_instance.release_server(settings.milvus_uri)
+    with store.connect(settings) as client:
+        hits = store.search(client, settings.alias, vectors[:2], k=1)
+    assert [h[0]["item_id"] for h in hits] == ["i0", "i1"]
