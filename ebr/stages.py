@@ -83,20 +83,11 @@ def gate(ds: str, version: int, settings: Settings) -> dict:
 
 
 def promote(ds: str, settings: Settings, run_id: str, allow_older: bool = False) -> dict | None:
-    """Moves the alias if the day's candidate was blessed. A backfilled day older than the live
-    one is kept but not promoted unless asked explicitly (allow_older)."""
-    from indexing import store
+    """Moves the alias if the day's candidate was blessed (see indexing.promote.promote)."""
     from indexing.gate import load_report
     from indexing.promote import promote as move
 
-    report = load_report(ds, settings)
-    with store.connect(settings) as client:
-        current = store.live(client, settings.alias)
-    if report["passed"] and current and current.ds > ds and not allow_older:
-        log.warning("ds=%s stage=promote skipped: live model is from %s, newer than this day; "
-                    "set allow_older to promote it", ds, current.ds)
-        return None
-    return move(report, settings, run_id)
+    return move(load_report(ds, settings), settings, run_id, allow_older=allow_older)
 
 
 def clean(settings: Settings) -> list[str]:

@@ -28,8 +28,10 @@ def history(settings: Settings) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def promote(report: dict, settings: Settings, run_id: str) -> dict:
-    """Moves the alias to the gate report's candidate, if blessed, and logs the promotion."""
+def promote(report: dict, settings: Settings, run_id: str, allow_older: bool = False) -> dict | None:
+    """Moves the alias to the gate report's candidate, if blessed, and logs the promotion.
+    A candidate whose data day is older than the live one's is kept but not promoted unless
+    allow_older (a backfill must not roll serving back in time); then returns None."""
     if not report["passed"]:
         raise GateRefused(f"ds={report['ds']}: candidate {report['candidate_collection']} not "
                           f"promoted, alias {settings.alias} unchanged: {'; '.join(report['reasons'])}")
@@ -38,6 +40,10 @@ def promote(report: dict, settings: Settings, run_id: str) -> dict:
         if not target.complete:
             raise GateRefused(f"{target.name} is not a complete collection; refusing to promote it")
         before = store.live(client, settings.alias)
+        if before and before.ds > target.ds and not allow_older:
+            log.warning("ds=%s stage=promote skipped: live model is from %s, newer than this day; "
+                        "set allow_older to promote it", target.ds, before.ds)
+            return None
         store.point_alias(client, settings.alias, target.name)
     entry = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # a log stamp, not a partition key

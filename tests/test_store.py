@@ -91,3 +91,14 @@ def test_a_new_process_can_search_what_an_earlier_one_built(settings):
     with store.connect(settings) as client:
         hits = store.search(client, settings.alias, vectors[:2], k=1)
     assert [h[0]["item_id"] for h in hits] == ["i0", "i1"]
+
+
+def test_an_older_day_is_kept_but_not_promoted_unless_asked(settings):
+    with store.connect(settings) as client:
+        old, _ = _build(client, "2026-01-01", 1)
+        new, _ = _build(client, "2026-01-02", 2)
+    promote(_report("2026-01-02", new), settings, run_id="r1")
+    assert promote(_report("2026-01-01", old), settings, run_id="backfill") is None
+    with store.connect(settings) as client:
+        assert store.live(client, settings.alias).name == new
+    assert promote(_report("2026-01-01", old), settings, run_id="asked", allow_older=True)["collection"] == old
