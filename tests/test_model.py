@@ -1,4 +1,6 @@
-"""MGDSPR building blocks: text, vocabularies, features, towers, loss, warm-start growth."""
+"""MGDSPR building blocks: text, vocabularies, features, towers, losses, variants, warm starts."""
+
+from dataclasses import replace
 
 import pyarrow as pa
 import pytest
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 from ebr.settings import ModelConfig
 from training import features, text
 from training.features import LT_COLUMNS
-from training.model import MGDSPR, attend, grow_from, retrieval_loss
+from training.model import MGDSPR, attend, grow_from, query_units, retrieval_loss
 from training.vocab import PAD, UNK, Vocab, Vocabs
 
 CFG = ModelConfig(
@@ -195,3 +197,117 @@ def test_grow_from_keeps_old_rows_and_adds_new(rows, vocabs):
             assert torch.equal(new.state_dict()[name], tensor)
     with pytest.raises(ValueError):
         grow_from(MGDSPR(ModelConfig(dim=16, max_words=5), vocabs.sizes()), old.state_dict())
+
+
+def test_hinge_loss_by_hand_and_zero_once_margins_hold():
+    # d = 1: scores are products. Row 0 (u=1, pos 1.0, item 10), row 1 (u=2, pos 0.5, item 11);
+    # one sampled item 10 (0.5), which is row 0's own item.
+    user, pos = torch.tensor([[1.0], [2.0]]), torch.tensor([[1.0], [0.5]])
+    neg = torch.tensor([[0.5]])
+    pos_ids, neg_ids = torch.tensor([10, 11]), torch.tensor([10])
+    cfg = ModelConfig(loss="hinge", hinge_margin=1.0)
+    # max(0, 1 - s(pos) + s(neg)) per pair:
+    # row 0: s(pos) = 1; negatives: row 1's positive (0.5)            -> 0.5
+    # row 1: s(pos) = 1; negatives: row 0's positive (2), item 10 (1) -> 2 and 1
+    expected = (0.5 + 2.0 + 1.0) / 3
+    loss = retrieval_loss(user, pos, pos_ids, neg, neg_ids, cfg)
+    assert loss.item() == pytest.approx(expected)
+    # No temperature, no hard-negative mixing: tau and hard_negatives change nothing.
+    other = replace(cfg, tau=5.0, hard_negatives=3)
+    assert retrieval_loss(user, pos, pos_ids, neg, neg_ids, other).item() == pytest.approx(expected)
+    assert retrieval_loss(user, pos, pos_ids, neg, neg_ids, replace(cfg, loss="softmax")) != loss
+    # Every positive ahead of every negative by more than the margin: nothing left to learn.
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    pos, neg = 3 * torch.eye(2), torch.zeros(1, 2)
+    neg_ids = torch.tensor([12])
+    satisfied = retrieval_loss(user, pos, pos_ids, neg, neg_ids, cfg)
+    satisfied.backward()
+    assert satisfied.item() == 0 and user.grad.abs().sum() == 0
+    # ... and a margin wider than the gap (3) brings the loss back.
+    assert retrieval_loss(user, pos, pos_ids, neg, neg_ids, replace(cfg, hinge_margin=4.0)) > 0
+
+
+VARIANTS = {
+    "mgdspr": {},
+    "words-only": {"query_unit": "words"},
+    "query-only": {"personalised": False},
+    "two-tower-hinge": {"query_unit": "words", "personalised": False, "loss": "hinge"},
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_trains_a_step_with_all_its_parameters(name, rows, vocabs):
+    cfg = replace(CFG, **VARIANTS[name])
+    corpus = pa.table({"item_id": ["i1", "i2", "i3"], "title": ["red mug", "kettle", "tea pot"]})
+    items = features.items(corpus, vocabs, cfg, grow=True)
+    torch.manual_seed(0)
+    model = MGDSPR(cfg, vocabs.sizes()).train()
+    b = features.requests(rows, vocabs, cfg, grow=False).batch([0, 1])
+    units = {"mgdspr": 6, "words-only": 1, "query-only": 5, "two-tower-hinge": 1}[name]
+    assert query_units(cfg) == units and model.query_unit(b).shape == (2, units, cfg.dim)
+    pos, neg = items.batch([0, 1]), items.batch([2])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = retrieval_loss(
+        model.user_tower(b), model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg
+    )
+    loss.backward()
+    # No module is built that the variant never reads: every parameter gets a gradient.
+    unused = [k for k, p in model.named_parameters() if p.grad is None]
+    assert unused == []
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before["fusion_pos"], model.fusion_pos)
+    # Warm starts work between models of the same variant, and refuse another variant.
+    same = MGDSPR(cfg, vocabs.sizes())
+    grow_from(same, model.state_dict())
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
+    if name != "mgdspr":
+        with pytest.raises(ValueError):
+            grow_from(MGDSPR(CFG, vocabs.sizes()), model.state_dict())
+
+
+def test_words_only_builds_no_char_tables_or_word_transformer(vocabs):
+    words = MGDSPR(replace(CFG, query_unit="words"), vocabs.sizes())
+    full = MGDSPR(CFG, vocabs.sizes())
+    assert set(full.emb) - set(words.emb) == {"char1", "char2"}
+    assert not hasattr(words, "word_encoder") and hasattr(full, "word_encoder")
+    assert words.fusion_pos.shape == (1 + 1 + 3 + 1, CFG.dim)  # [CLS], q_seg, 3 readouts, user
+    query_only = MGDSPR(replace(CFG, personalised=False), vocabs.sizes())
+    assert set(query_only.emb) == {"word", "item", "char1", "char2"}
+    assert not hasattr(query_only, "rt_lstm") and query_only.fusion_pos.shape == (1 + 5, CFG.dim)
+
+
+def test_without_personalisation_only_the_query_matters():
+    history = {
+        "rt_items": ["i1", "i2"],
+        "st_items": ["i3"],
+        "past_queries": ["blue mug"],
+        "lt_click_item": ["i1"],
+        "lt_cart_shop": ["s1"],
+    }
+    table = request_table(
+        [
+            {"user_id": "u1", "query": "red mug", **history},
+            {"user_id": "u2", "query": "red mug"},  # another user, no behaviour at all
+            {"user_id": "u1", "query": "green kettle", **history},  # same user, another query
+        ]
+    )
+    v = Vocabs()
+    features.requests(table, v, CFG, grow=True)
+    for personalised in (False, True):
+        torch.manual_seed(0)
+        model = MGDSPR(replace(CFG, personalised=personalised), v.sizes()).eval()
+        with torch.no_grad():
+            out = model.user_tower(features.requests(table, v, CFG, grow=False).batch([0, 1, 2]))
+        assert not torch.allclose(out[0], out[2], atol=1e-4)  # the query always counts
+        assert torch.allclose(out[0], out[1], atol=1e-6) == (not personalised)
+
+
+def test_config_rejects_unknown_variants():
+    with pytest.raises(ValueError, match="query_unit"):
+        ModelConfig(query_unit="chars")
+    with pytest.raises(ValueError, match="loss"):
+        ModelConfig(loss="bpr")
+    with pytest.raises(ValueError, match="validation_share"):
+        ModelConfig(validation_share=1.0)
+    assert ModelConfig(query_unit="words", loss="hinge").loss == "hinge"

@@ -1,4 +1,5 @@
-"""Training end to end on a tiny made-up marketplace: retrieval quality, warm start, artifacts."""
+"""Training end to end on a tiny made-up marketplace: retrieval quality, warm start, artifacts,
+early stopping."""
 
 import logging
 import random
@@ -17,10 +18,16 @@ from training import artifact as artifact_module
 from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.train import train, train_day
+from training.vocab import UNK
 
 DS = "2024-03-01"
 WORDS = [f"w{k}" for k in range(60)]
-CFG = ModelConfig(dim=32, heads=4, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=8)
+# Fixed epochs (no validation): these tests are about what training learns; early stopping has
+# its own tests below.
+CFG = ModelConfig(
+    dim=32, heads=4, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=8,
+    validation_share=0.0,
+)
 
 
 def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix=""):
@@ -153,11 +160,14 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
         f"create table mart_item_corpus as select d.ds, c.* from corpus c cross join {days}"
     )
     con.close()
-    settings = settings_for(tmp_path, replace(CFG, epochs=2), monkeypatch)
+    settings = settings_for(tmp_path, replace(CFG, epochs=2, validation_share=0.1), monkeypatch)
 
     v1 = train_day(DS, settings, base=None, version=1)
     assert (v1.version, v1.ds, v1.parent, v1.path) == (1, DS, None, settings.models / "v1")
-    assert v1.metrics["examples"] == 200
+    # 10% of 200 is too few to validate on: every example trains, for every epoch.
+    assert v1.metrics["examples"] == 200 and v1.metrics["validation_examples"] == 0
+    assert (v1.metrics["epochs"], v1.metrics["best_epoch"], v1.metrics["stopped_early"]) == (
+        2, None, False)
     v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
     assert (v2.version, v2.parent) == (2, 1)
     assert v2.vocabs.sizes() == v1.vocabs.sizes()  # same catalogue and users: nothing new
@@ -167,3 +177,82 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
     v3 = train_day(DS, settings, base=None, version=3)
     for name, tensor in v1.model.state_dict().items():
         assert torch.equal(tensor, v3.model.state_dict()[name]), name
+
+
+def recall_of(artifact, validation: pa.Table, corpus: pa.Table, k: int) -> float:
+    """Recall@k recomputed from the artifact's public encoders, independently of training."""
+    scores = artifact.encode_requests(validation) @ artifact.encode_items(corpus).T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    ids = np.array(corpus["item_id"].to_pylist())
+    wanted = validation["item_id"].to_pylist()
+    return float(np.mean([want in ids[row] for want, row in zip(wanted, top)]))
+
+
+def test_early_stopping_when_validation_stops_improving(day, caplog):
+    examples, corpus = day
+    cfg = replace(CFG, lr=0.0, epochs=10, patience=2, validation_share=0.1, validation_k=3)
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        model = train(examples, corpus, cfg, seed=0)
+    m = model.metrics
+    # lr = 0 never improves on the first epoch: it and `patience` more epochs, then stop.
+    assert (m["epochs"], m["stopped_early"], m["best_epoch"]) == (3, True, 1)
+    assert len(m["loss_per_epoch"]) == len(m["validation_recall_per_epoch"]) == 3
+    assert len(set(m["validation_recall_per_epoch"])) == 1
+    # The newest 10% (60 of 600, by request time) are held out, never trained on.
+    assert (m["examples"], m["validation_examples"]) == (540, 60)
+    held_out = examples.slice(540)
+    assert m["validation_recall_per_epoch"][0] == pytest.approx(
+        recall_of(model, held_out, corpus, 3))
+    epochs = [r.message for r in caplog.records if "validation recall@3" in r.message]
+    assert len(epochs) == 3 and all("examples/s" in e and "elapsed" in e for e in epochs)
+
+
+def test_best_epoch_weights_are_returned(day):
+    examples, corpus = day
+    # A high learning rate makes validation recall wander: its best is not the last epoch.
+    cfg = replace(CFG, lr=0.05, epochs=6, patience=6, validation_share=0.1, validation_k=3)
+    model = train(examples, corpus, cfg, seed=0)
+    recalls = model.metrics["validation_recall_per_epoch"]
+    assert len(recalls) == 6 and not model.metrics["stopped_early"]
+    best = max(recalls)
+    assert recalls[-1] < best, "precondition: the last epoch is not the best"
+    assert recalls[model.metrics["best_epoch"] - 1] == best
+    assert recall_of(model, examples.slice(540), corpus, 3) == pytest.approx(best)
+
+
+def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
+    examples, corpus = day
+    validation = examples.slice(500)  # 100 rows
+    n = validation.num_rows
+    users = ["stranger"] * n
+    items = validation["item_id"].to_pylist()
+    items[:25] = ["gone"] * 25  # not in the corpus: always a miss
+    validation = validation.set_column(validation.schema.get_field_index("user_id"), "user_id",
+                                       pa.array(users))
+    validation = validation.set_column(validation.schema.get_field_index("item_id"), "item_id",
+                                       pa.array(items))
+    # A row with an empty id maps to UNK, as "gone" does: they must not match each other.
+    corpus = pa.concat_tables([corpus, pa.table({"item_id": [""], "title": ["w1"]})])
+    # K = 41 covers the whole corpus: every item of the corpus is found, "gone" never is.
+    cfg = replace(CFG, epochs=1, validation_k=41, validation_share=0.5)
+    model = train(examples.slice(0, 500), corpus, cfg, seed=0, validation=validation)
+    m = model.metrics
+    assert (m["examples"], m["validation_examples"]) == (500, 100)  # explicit rows: no split
+    assert m["validation_recall_per_epoch"] == [0.75]
+    assert model.vocabs.user.get("stranger") == UNK and model.vocabs.item.get("gone") == UNK
+
+
+def test_settings_read_variants_and_early_stopping(monkeypatch):
+    for name, value in {"EBR_QUERY_UNIT": "words", "EBR_PERSONALISED": "False", "EBR_LOSS": "hinge",
+                        "EBR_PATIENCE": "4", "EBR_VALIDATION_SHARE": "0.2"}.items():
+        monkeypatch.setenv(name, value)
+    m = load_settings().model
+    assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
+        "words", False, "hinge", 4, 0.2)
+    monkeypatch.setenv("EBR_PERSONALISED", "no")
+    with pytest.raises(ValueError, match="EBR_PERSONALISED"):
+        load_settings()
+    monkeypatch.setenv("EBR_PERSONALISED", "true")
+    monkeypatch.setenv("EBR_QUERY_UNIT", "chars")
+    with pytest.raises(ValueError, match="query_unit"):
+        load_settings()

@@ -4,6 +4,11 @@ User tower: a multi-granular query unit Q (6 x d) attends over the user's real-t
 and long-term behaviours; [CLS] + Q + the three behaviour readouts + a user-id token go through a
 self-attention layer and the [CLS] output is the user embedding. Item tower: item-id embedding +
 tanh(W * mean title words). Score = inner product.
+
+ModelConfig picks the variants the evaluation compares: query_unit="words" keeps only the mean of
+the query words in Q, personalised=False drops everything about the user (behaviour sequences,
+past queries, user id), loss="hinge" trains with a pairwise hinge loss instead of the sampled
+softmax. A variant builds only the modules and embedding tables it reads.
 """
 
 from __future__ import annotations
@@ -19,35 +24,60 @@ from ebr.settings import ModelConfig
 from .features import ATTRS, ItemBatch, RequestBatch
 from .vocab import PAD
 
-Q_UNITS = 6  # 1-gram, 2-gram, words, word Transformer, history, mix
-FUSION_TOKENS = 1 + 4 * Q_UNITS + 1  # [CLS], Q, real-time, short-term, long-term, user id
+def tables(cfg: ModelConfig) -> set[str]:
+    """The vocabularies (vocab.Vocabs fields) whose embedding tables the variant reads."""
+    used = {"word", "item"}  # query and title words; the item tower
+    if cfg.query_unit == "multi":
+        used |= {"char1", "char2"}
+    if cfg.personalised:
+        used |= {"user", *ATTRS}
+    return used
+
+
+def query_units(cfg: ModelConfig) -> int:
+    """How many granularities Q holds (see MGDSPR.query_unit)."""
+    if cfg.query_unit == "words":
+        return 1
+    return 6 if cfg.personalised else 5  # past queries are the user's: gone without personalisation
+
+
+def fusion_tokens(cfg: ModelConfig) -> int:
+    """[CLS] and Q, then (personalised) the real-time, short-term and long-term readouts of Q,
+    one token per unit each, and the user id."""
+    m = query_units(cfg)
+    return 1 + m + (3 * m + 1 if cfg.personalised else 0)
 
 
 class MGDSPR(nn.Module):
     def __init__(self, cfg: ModelConfig, sizes: dict[str, int]):
         super().__init__()
+        self.cfg = cfg
         d, heads = cfg.dim, cfg.heads
+        multi = cfg.query_unit == "multi"
         # One table per vocabulary (vocab.Vocabs). "word" serves query and title words alike and
         # "item" serves the item tower and the behaviour sequences: a new item is then reachable
         # through its title words, and clicks train the same vectors that get indexed.
+        used = tables(cfg)
         self.emb = nn.ModuleDict(
-            {name: nn.Embedding(n, d, padding_idx=PAD) for name, n in sizes.items()}
+            {name: nn.Embedding(n, d, padding_idx=PAD) for name, n in sizes.items() if name in used}
         )
-        self.word_pos = nn.Embedding(cfg.max_words, d)
-        # Pre-norm: the output stays on the scale of the word embeddings it is summed with in q_mix.
-        self.word_encoder = _transformer(d, heads, norm_first=True)
-        self.rt_lstm = nn.LSTM(d, d, num_layers=2, batch_first=True)
-        self.rt_attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.st_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        if multi:
+            self.word_pos = nn.Embedding(cfg.max_words, d)
+            # Pre-norm: the output stays on the scale of the word embeddings it joins in q_mix.
+            self.word_encoder = _transformer(d, heads, norm_first=True)
+        if cfg.personalised:
+            self.rt_lstm = nn.LSTM(d, d, num_layers=2, batch_first=True)
+            self.rt_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.st_attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.cls = nn.Parameter(torch.empty(d))
         # Self-attention is permutation invariant: token positions tell the fusion layer which
         # branch and which granularity each token comes from.
-        self.fusion_pos = nn.Parameter(torch.empty(FUSION_TOKENS, d))
+        self.fusion_pos = nn.Parameter(torch.empty(fusion_tokens(cfg), d))
         self.fusion = _transformer(d, heads, norm_first=False)  # ends in LayerNorm: bounded user
         self.title_proj = nn.Linear(d, d)
         # Small init (as nanoGPT): a fresh id row is near zero and cannot drown the title signal.
         with torch.no_grad():
-            for table in [*self.emb.values(), self.word_pos]:
+            for table in [*self.emb.values(), *([self.word_pos] if multi else [])]:
                 nn.init.normal_(table.weight, std=0.02)
             for table in self.emb.values():
                 table.weight[PAD].zero_()
@@ -57,18 +87,23 @@ class MGDSPR(nn.Module):
     # --- user tower -------------------------------------------------------------------------
 
     def query_unit(self, b: RequestBatch) -> Tensor:
-        """Q [B, 6, d]: the query at several granularities, plus the user's past queries."""
+        """Q [B, query_units(cfg), d]: the query at several granularities and, personalised, the
+        user's past queries; for query_unit="words" only the mean of the query words."""
         word = self.emb["word"]
+        q_seg = _bag_mean(word, b.words)
+        if self.cfg.query_unit == "words":
+            return q_seg[:, None]
         q_1gram = _bag_mean(self.emb["char1"], b.char1)
         q_2gram = _bag_mean(self.emb["char2"], b.char2)
-        q_seg = _bag_mean(word, b.words)
         wmask = b.words != PAD
         x = word(b.words) + self.word_pos(torch.arange(b.words.shape[1], device=b.words.device))
         q_seq = _mean(self.word_encoder(x, src_key_padding_mask=_ignore(wmask)), wmask)
-        past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
-        q_his = attend(q_seg[:, None], past, (b.past != PAD).any(-1))[:, 0]
-        q_mix = q_1gram + q_2gram + q_seg + q_seq + q_his
-        return torch.stack([q_1gram, q_2gram, q_seg, q_seq, q_his, q_mix], dim=1)
+        units = [q_1gram, q_2gram, q_seg, q_seq]
+        if self.cfg.personalised:
+            past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
+            units.append(attend(q_seg[:, None], past, (b.past != PAD).any(-1))[:, 0])  # q_his
+        units.append(sum(units))  # q_mix
+        return torch.stack(units, dim=1)
 
     def real_time(self, b: RequestBatch, Q: Tensor) -> Tensor:
         """Latest clicks: LSTM (order matters at this scale) then self-attention; read by Q."""
@@ -93,14 +128,14 @@ class MGDSPR(nn.Module):
 
     def user_tower(self, b: RequestBatch) -> Tensor:
         Q = self.query_unit(b)
-        tokens = [
-            self.cls.expand(Q.shape[0], 1, -1),
-            Q,
-            self.real_time(b, Q),
-            self.short_term(b, Q),
-            self.long_term(b, Q),
-            self.emb["user"](b.user)[:, None],  # the profile; new users get new rows (or UNK)
-        ]
+        tokens = [self.cls.expand(Q.shape[0], 1, -1), Q]
+        if self.cfg.personalised:
+            tokens += [
+                self.real_time(b, Q),
+                self.short_term(b, Q),
+                self.long_term(b, Q),
+                self.emb["user"](b.user)[:, None],  # the profile; new users get new rows (or UNK)
+            ]
         return self.fusion(torch.cat(tokens, dim=1) + self.fusion_pos)[:, 0]
 
     # --- item tower -------------------------------------------------------------------------
@@ -123,6 +158,12 @@ def attend(q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
     return scores.softmax(-1) @ kv
 
 
+# --- losses ------------------------------------------------------------------------------------
+# All take users [B, d], their positives pos [B, d] with item ids pos_ids [B], and sampled items
+# neg [S, d] with ids neg_ids [S]. Every row is scored against the same pool: the in-batch
+# positives, then the sampled items; pool entries that are the row's own item (same id) are masked.
+
+
 def retrieval_loss(
     user: Tensor,
     pos: Tensor,
@@ -132,17 +173,30 @@ def retrieval_loss(
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Softmax cross-entropy of each user [B, d] against its positive pos [B, d].
+    """The loss cfg.loss names: softmax_loss or hinge_loss."""
+    if cfg.loss == "hinge":
+        return hinge_loss(user, pos, pos_ids, neg, neg_ids, cfg)
+    return softmax_loss(user, pos, pos_ids, neg, neg_ids, cfg, generator)
 
-    The pool is every in-batch positive plus the sampled items neg [S, d]; a pool entry that is the
-    row's own positive item (same id) is masked. Relevance-improving hard negatives: the top-N pool
-    items by score are mixed with the positive, alpha * pos + (1 - alpha) * hard, and these
-    near-positive logits join the softmax denominator (cfg.hard_negatives = 0 turns them off).
+
+def softmax_loss(
+    user: Tensor,
+    pos: Tensor,
+    pos_ids: Tensor,
+    neg: Tensor,
+    neg_ids: Tensor,
+    cfg: ModelConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Softmax cross-entropy (temperature cfg.tau) of each user against its positive.
+
+    Relevance-improving hard negatives: the top-N pool items by score are mixed with the positive,
+    alpha * pos + (1 - alpha) * hard, and these near-positive logits join the softmax denominator
+    (cfg.hard_negatives = 0 turns them off).
     """
     B = user.shape[0]
-    pool, pool_ids = torch.cat([pos, neg]), torch.cat([pos_ids, neg_ids])
+    pool, same = _pool(pos, pos_ids, neg, neg_ids)
     target = torch.arange(B, device=user.device)
-    same = pos_ids[:, None] == pool_ids[None, :]
     same[target, target] = False  # the positive itself stays
     logits = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
     n = min(cfg.hard_negatives, pool.shape[0] - 1)
@@ -157,6 +211,27 @@ def retrieval_loss(
         # Rows with fewer than n real negatives picked masked entries: drop those.
         logits = torch.cat([logits, hard.masked_fill(top.isinf(), float("-inf"))], dim=1)
     return F.cross_entropy(logits, target)
+
+
+def hinge_loss(
+    user: Tensor, pos: Tensor, pos_ids: Tensor, neg: Tensor, neg_ids: Tensor, cfg: ModelConfig
+) -> Tensor:
+    """Pairwise hinge, the loss of two-tower retrieval before MGDSPR: the mean over every (row,
+    negative) pair of max(0, cfg.hinge_margin - s(u, pos) + s(u, neg)). No temperature and no
+    hard-negative mixing: cfg.tau and cfg.hard_negatives do not apply."""
+    pool, own = _pool(pos, pos_ids, neg, neg_ids)
+    positive = (user * pos).sum(-1, keepdim=True)  # [B, 1]
+    hinge = (cfg.hinge_margin - positive + user @ pool.T).clamp(min=0)
+    pairs = ~own
+    # A pool holding only the rows' own items has no pair to rank: zero loss, not 0 / 0.
+    return (hinge * pairs).sum() / pairs.sum().clamp(min=1)
+
+
+def _pool(pos: Tensor, pos_ids: Tensor, neg: Tensor, neg_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """The pool [B + S, d], and [B, B + S] True where an entry is the row's own item (the
+    positive itself on the diagonal, and any copy of it)."""
+    pool_ids = torch.cat([pos_ids, neg_ids])
+    return torch.cat([pos, neg]), pos_ids[:, None] == pool_ids[None, :]
 
 
 def grow_from(model: MGDSPR, state: dict[str, Tensor]) -> None:

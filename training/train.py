@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import torch
 
 from ebr.settings import ModelConfig, Settings
@@ -19,9 +21,14 @@ from ebr.settings import ModelConfig, Settings
 from . import features
 from .artifact import Artifact, load_artifact
 from .model import MGDSPR, grow_from, retrieval_loss
-from .vocab import Vocabs
+from .vocab import UNK, Vocabs
 
 log = logging.getLogger(__name__)
+
+# Fewer held-out examples than this make Recall@K too noisy to stop on (one example moves it by 2%
+# or more): the day then trains all its epochs without validation.
+MIN_VALIDATION = 50
+ENCODE_BATCH = 1024  # rows per forward pass when encoding for validation (no gradients kept)
 
 
 def train(
@@ -30,12 +37,21 @@ def train(
     cfg: ModelConfig,
     base: Artifact | None = None,
     seed: int = 0,
+    validation=None,
     log_every: int = 50,
 ) -> Artifact:
-    """Train on examples (mart_training_examples rows) with negatives sampled from corpus
-    (mart_item_corpus rows); warm-start from base when given. Returns an unsaved Artifact."""
+    """Train on examples (mart_training_examples rows, oldest first) with negatives sampled from
+    corpus (mart_item_corpus rows); warm-start from base when given. Returns an unsaved Artifact.
+
+    Early stopping: after each epoch, Recall@cfg.validation_k of the validation rows (the
+    training-example columns) over the corpus; training stops after cfg.patience epochs without
+    improvement and the artifact holds the best epoch's weights. Without `validation`, the newest
+    cfg.validation_share of examples is held out (when that is at least MIN_VALIDATION rows).
+    """
     if len(examples) == 0 or len(corpus) == 0:
         raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
+    if validation is None:
+        examples, validation = _hold_out(_arrow(examples), cfg)
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
 
@@ -44,6 +60,10 @@ def train(
     items = features.items(corpus, vocabs, cfg, grow=True)
     requests = features.requests(examples, vocabs, cfg, grow=True)
     positives = features.positives(examples, items, vocabs, grow=True)
+    # Validation rows are read like inference requests: they never grow the vocabularies. Their
+    # items are known whenever they are in the corpus, which grew first.
+    has_validation = validation is not None and len(validation) > 0
+    held_out = _Validation.of(validation, items, vocabs, cfg) if has_validation else None
 
     model = MGDSPR(cfg, vocabs.sizes())
     if base:
@@ -51,52 +71,176 @@ def train(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    n, n_neg = len(requests), min(cfg.sampled_negatives, len(items))
-    log.info("training on %d examples, %d items, %d parameters, %s",
-             n, len(items), _params(model), device)
+    n = len(requests)
+    log.info("training on %d examples (%d held out), %d items, %d parameters, %s", n,
+             len(held_out.requests) if held_out else 0, len(items), _params(model), device)
 
-    losses, step, start = [], 0, time.perf_counter()
-    tick, seen, seen_at_tick, recent = start, 0, 0, []
+    steps = _StepLog(log_every)
+    losses, recalls, best, best_state = [], [], None, None  # best: index into recalls
+    start, train_seconds = time.perf_counter(), 0.0
     for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen).tolist()
-        epoch_loss = 0.0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            sampled = torch.randint(len(items), (n_neg,), generator=gen).tolist()
-            req = requests.batch(idx).to(device)
-            pos = positives.batch(idx).to(device)
-            neg = items.batch(sampled).to(device)
-            user = model.user_tower(req)
-            loss = retrieval_loss(
-                user, model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg, gen
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-            step, seen, value = step + 1, seen + len(idx), loss.item()
-            epoch_loss += value * len(idx)
-            recent.append(value)
-            if step % log_every == 0:
-                now = time.perf_counter()
-                log.info("epoch %d step %d loss %.4f %.0f examples/s", epoch, step,
-                         sum(recent) / len(recent), (seen - seen_at_tick) / (now - tick))
-                tick, seen_at_tick, recent = now, seen, []
-        losses.append(epoch_loss / n)
-        log.info("epoch %d done: loss %.4f", epoch, losses[-1])
+        tick = time.perf_counter()
+        losses.append(_epoch(model, opt, requests, positives, items, cfg, gen, device, steps))
+        epoch_seconds = time.perf_counter() - tick
+        train_seconds += epoch_seconds
+        recall = held_out.recall(model, items, cfg.validation_k, device) if held_out else None
+        log.info("epoch %d/%d loss %.4f validation recall@%d %s %.0f examples/s %.1f s elapsed",
+                 epoch + 1, cfg.epochs, losses[-1], cfg.validation_k,
+                 "-" if recall is None else f"{recall:.4f}", n / epoch_seconds,
+                 time.perf_counter() - start)
+        if recall is None:
+            continue
+        recalls.append(recall)
+        if best is None or recall > recalls[best]:
+            best = epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best >= cfg.patience:
+            log.info("early stop: no validation gain for %d epochs, keeping epoch %d",
+                     epoch - best, best + 1)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     seconds = time.perf_counter() - start
 
     metrics = {
         "loss_per_epoch": losses,
         "examples": n,
-        "epochs": cfg.epochs,
-        "examples_per_s": n * cfg.epochs / seconds if seconds > 0 else 0.0,
+        "epochs": len(losses),  # run, at most cfg.epochs
+        "examples_per_s": n * len(losses) / train_seconds if train_seconds > 0 else 0.0,
         "seconds": seconds,
         "params": _params(model),
         "vocab_sizes": vocabs.sizes(),
+        "validation_examples": len(held_out.requests) if held_out else 0,
+        "validation_recall_per_epoch": recalls,  # Recall@cfg.validation_k; empty without validation
+        # The epoch whose weights are returned, counted from 1 as in the log; None without
+        # validation (the last epoch's weights are returned then).
+        "best_epoch": None if best is None else best + 1,
+        "stopped_early": len(losses) < cfg.epochs,
     }
     meta = {"version": 0, "ds": "", "parent": base.version if base else None, "metrics": metrics}
     return Artifact(model.cpu().eval(), vocabs, cfg, meta)
+
+
+def _epoch(
+    model: MGDSPR,
+    opt: torch.optim.Optimizer,
+    requests: features.Requests,
+    positives: features.Items,
+    items: features.Items,
+    cfg: ModelConfig,
+    gen: torch.Generator,
+    device: str,
+    steps: _StepLog,
+) -> float:
+    """One pass over the examples in a fresh random order; returns the mean training loss."""
+    n, n_neg = len(requests), min(cfg.sampled_negatives, len(items))
+    order = torch.randperm(n, generator=gen).tolist()
+    total = 0.0
+    for i in range(0, n, cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        sampled = torch.randint(len(items), (n_neg,), generator=gen).tolist()
+        req = requests.batch(idx).to(device)
+        pos = positives.batch(idx).to(device)
+        neg = items.batch(sampled).to(device)
+        user = model.user_tower(req)
+        loss = retrieval_loss(
+            user, model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg, gen
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        total += value * len(idx)
+        steps.add(value, len(idx))
+    return total / n
+
+
+class _StepLog:
+    """The periodic step line: mean loss and throughput over the last log_every steps."""
+
+    def __init__(self, log_every: int):
+        self.log_every, self.step, self.losses = log_every, 0, []
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def add(self, loss: float, examples: int) -> None:
+        self.step, self.seen = self.step + 1, self.seen + examples
+        self.losses.append(loss)
+        if self.step % self.log_every == 0:
+            now = time.perf_counter()
+            log.info("step %d loss %.4f %.0f examples/s", self.step,
+                     sum(self.losses) / len(self.losses), self.seen / (now - self.tick))
+            self.tick, self.seen, self.losses = now, 0, []
+
+
+@dataclass
+class _Validation:
+    """Held-out requests and the vocabulary id of each one's item (UNK when never seen)."""
+
+    requests: features.Requests
+    targets: torch.Tensor  # [V]
+
+    @classmethod
+    def of(cls, table, corpus: features.Items, vocabs: Vocabs, cfg: ModelConfig) -> _Validation:
+        targets = features.positives(table, corpus, vocabs, grow=False).item
+        requests = features.requests(table, vocabs, cfg, grow=False)
+        return cls(requests, torch.tensor(targets, dtype=torch.long))
+
+    def recall(self, model: MGDSPR, items: features.Items, k: int, device: str) -> float:
+        """Exact Recall@k: the share of requests whose item is among the k corpus items with the
+        highest inner product with the user. Items outside the corpus are misses."""
+        model.eval()
+        with torch.no_grad():
+            corpus = _encode_items(model, items, device)  # [N, d]
+            corpus_ids = torch.tensor(items.item, device=device)
+            k = min(k, len(items))
+            hits = 0
+            for i in range(0, len(self.requests), ENCODE_BATCH):
+                idx = range(i, min(i + ENCODE_BATCH, len(self.requests)))
+                users = model.user_tower(self.requests.batch(idx).to(device))
+                top = (users @ corpus.T).topk(k, dim=1).indices  # [b, k]
+                target = self.targets[i : idx.stop].to(device)
+                # An item outside the vocabulary is UNK, and so is a corpus row with an empty id:
+                # that pair must not count as found.
+                found = (corpus_ids[top] == target[:, None]).any(1) & (target != UNK)
+                hits += int(found.sum())
+        model.train()
+        return hits / len(self.requests)
+
+
+def _encode_items(model: MGDSPR, items: features.Items, device: str) -> torch.Tensor:
+    chunks = [
+        model.item_tower(items.batch(range(i, min(i + ENCODE_BATCH, len(items)))).to(device))
+        for i in range(0, len(items), ENCODE_BATCH)
+    ]
+    return torch.cat(chunks)
+
+
+def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table | None]:
+    """(training rows, validation rows): the newest cfg.validation_share of examples, or None.
+
+    Rows come oldest first, so the cut is in time, as the model will be used: on requests after
+    the ones it learned from. A random split would let it validate on the past. (Rows of one
+    request are adjacent, so at most one request straddles the cut.)
+    """
+    n_held = int(len(examples) * cfg.validation_share)
+    if cfg.validation_share == 0:
+        log.info("validation off (validation_share 0): training all %d epochs", cfg.epochs)
+        return examples, None
+    if n_held < MIN_VALIDATION:
+        log.info("no validation: the newest %g of %d examples is %d, fewer than %d; "
+                 "training all %d epochs", cfg.validation_share, len(examples), n_held,
+                 MIN_VALIDATION, cfg.epochs)
+        return examples, None
+    cut = len(examples) - n_held
+    return examples.slice(0, cut), examples.slice(cut)
+
+
+def _arrow(table) -> pa.Table:
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, pa.RecordBatch):
+        return pa.Table.from_batches([table])
+    return pa.Table.from_pandas(table, preserve_index=False)
 
 
 def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> Artifact:
