@@ -1,7 +1,9 @@
-"""ebr_daily: one day of search logs -> checked marts -> retrained model -> new index -> gate -> alias.
+"""ebr_daily: one day of search logs -> checked marts -> retrained model -> new index -> gate -> alias
+-> canary (a failed canary moves the alias back and fails the promote task).
 
 This file only wires tasks; every step lives in ebr.stages. The data interval decides the
-partition (ds) of every task, so reruns and backfills of a day touch that day alone.
+partition (ds) of every task, so reruns and backfills of a day touch that day alone. Rollbacks by
+hand: the ebr_rollback DAG.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _ds(data_interval_start: datetime) -> str:
 
 with DAG(
     dag_id="ebr_daily",
-    description="Daily EBR refresh: dbt marts, data checks, MGDSPR retraining, Milvus re-index, recall gate, alias swap",
+    description="Daily EBR refresh: dbt marts, data checks, MGDSPR retraining, Milvus re-index, recall gate, "
+                "alias swap, canary",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime.fromisoformat(settings.start_date).replace(tzinfo=timezone.utc),
     catchup=False,

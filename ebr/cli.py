@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -164,13 +165,48 @@ def cmd_search(args, settings: Settings) -> None:
         print(f"{hit['score']:8.3f}  {hit['item_id']:<10} {hit['title']}")
 
 
+HISTORY_COLUMNS = ("time", "action", "collection", "model", "ds", "replaced", "previous",
+                   "recall@k cand/live", "code", "run_id", "user", "reason")
+
+
+def _history_row(entry: dict) -> tuple[str, ...]:
+    """One log entry as table cells; entries written before a field existed show "-"."""
+    gate = entry.get("gate") or {}
+    k = str(gate.get("k", ""))
+    cand, live = (gate.get("candidate") or {}).get(k), (gate.get("live") or {}).get(k)
+    recall = f"@{k} {cand:.4f}/{'-' if live is None else f'{live:.4f}'}" if cand is not None else "-"
+    version = entry.get("model_version")
+    cells = (entry["time"], entry["action"], entry.get("collection") or "(alias removed)",
+             "-" if version is None else f"v{version}", entry.get("ds"), entry.get("replaced_collection"),
+             entry.get("previous_collection"), recall, (entry.get("code_version") or "")[:12],
+             entry.get("run_id"), entry.get("user"), entry.get("reason"))
+    return tuple(str(c) if c else "-" for c in cells)
+
+
 def cmd_history(args, settings: Settings) -> None:
     from indexing.promote import history
 
-    for entry in history(settings):
-        print(json.dumps(entry) if args.json else
-              f"{entry['time']}  {entry['action']:<8} {entry['collection']:<24} v{entry['model_version']:<4} "
-              f"ds={entry['ds']}  run={entry['run_id']}")
+    entries = history(settings)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return
+    rows = [HISTORY_COLUMNS, *map(_history_row, entries)]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(HISTORY_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_rollback(args, settings: Settings) -> None:
+    from ebr.stages import rollback
+    from indexing.promote import RollbackRefused
+
+    run_id = f"cli__{datetime.now().astimezone().isoformat(timespec='seconds')}"
+    try:
+        entry = rollback(settings, run_id, user=args.user or getpass.getuser(), reason=args.reason, to=args.to)
+    except (ValueError, RollbackRefused) as e:
+        sys.exit(f"ebr rollback: {e}")
+    print(f"alias {entry['alias']} -> {entry['collection']} (model v{entry['model_version']}, data day "
+          f"{entry['ds']}), was {entry['replaced_collection']}; run {run_id}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,6 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("history", help="the promotion log: what served when, and why")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("rollback", help="move the alias back to the previous collection (or --to one)")
+    p.add_argument("--reason", required=True, help="why: kept in the promotion log")
+    p.add_argument("--user", help="who asks (default: the OS user)")
+    p.add_argument("--to", help="collection items_<yyyymmdd>_v<N> to serve (default: the previous one)")
+    p.set_defaults(func=cmd_rollback)
 
     args = parser.parse_args(argv)
     args.func(args, load_settings())

@@ -3,6 +3,8 @@ the collection behind it, and the user's behaviour features from the warehouse."
 
 from __future__ import annotations
 
+import unicodedata
+
 import duckdb
 import pyarrow as pa
 
@@ -15,12 +17,24 @@ BEHAVIOUR_COLUMNS = (
     + [f"lt_{a}_{x}" for a in ("click", "cart", "purchase") for x in ("item", "shop", "leaf", "brand")]
 )
 RESULT_FIELDS = ["title", "leaf_category", "brand", "shop", "price"]
+MAX_USER_ID = 256
+
+
+def check_user_id(user_id: str) -> None:
+    """A caller's user id is data: bounded, printable; the warehouse query binds it as a parameter."""
+    if not isinstance(user_id, str) or len(user_id) > MAX_USER_ID:
+        raise ValueError(f"user_id must be a string of at most {MAX_USER_ID} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in user_id):
+        raise ValueError(f"user_id must not contain control characters, got {user_id!r}")
 
 
 def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
     """The user's behaviour as of the end of the newest day in the warehouse (empty for a new user)."""
     empty = {c: [] for c in BEHAVIOUR_COLUMNS}
-    if not user_id or not settings.warehouse.exists():
+    if not user_id:
+        return empty
+    check_user_id(user_id)
+    if not settings.warehouse.exists():
         return empty
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
@@ -45,21 +59,26 @@ class RetrievalClient:
         return self._model
 
     def search(self, query: str, user_id: str | None = None, k: int = 10) -> dict:
+        features = user_features(self.settings, user_id)
+        request = pa.table({"user_id": [user_id or ""], "query": [query],
+                            **{c: [list(v)] for c, v in features.items()}})
+        served = self.search_requests(request, k)
+        return {**served, "results": served["results"][0]}
+
+    def search_requests(self, requests: pa.Table, k: int = 10) -> dict:
+        """Requests that carry their own behaviour features (user_id, query and the behaviour
+        lists, as in mart_eval_examples rows): one list of hits per request, in order."""
         with store.connect(self.settings) as client:
             current = store.live(client, self.settings.alias)
             if current is None:
                 raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
-            model = self._encoder(client, current)
-            features = user_features(self.settings, user_id)
-            request = pa.table({"user_id": [user_id or ""], "query": [query],
-                                **{c: [list(v)] for c, v in features.items()}})
-            vector = model.encode_requests(request)
-            hits = store.search(client, current.name, vector, k, output_fields=RESULT_FIELDS)[0]
+            vectors = self._encoder(client, current).encode_requests(requests)
+            hits = store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS)
         return {
             "alias": self.settings.alias, "collection": current.name,
             "model_version": current.model_version, "ds": current.ds,
-            "results": [{"item_id": h["item_id"], "score": round(float(h["distance"]), 4),
-                         **{f: h["entity"].get(f) for f in RESULT_FIELDS}} for h in hits],
+            "results": [[{"item_id": h["item_id"], "score": round(float(h["distance"]), 4),
+                          **{f: h["entity"].get(f) for f in RESULT_FIELDS}} for h in row] for row in hits],
         }
 
 

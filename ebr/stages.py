@@ -7,14 +7,30 @@ rerun of a day replaces that day's outputs and nothing else.
 from __future__ import annotations
 
 import logging
+import re
+from datetime import date
 from pathlib import Path
 
 from ebr.settings import Settings
 
 log = logging.getLogger(__name__)
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII only: \d also matches other scripts' digits
+
+
+def iso_day(value: str, name: str = "ds") -> str:
+    """A data day reaches SQL filters, dbt vars and paths: only a real YYYY-MM-DD date passes
+    (date.fromisoformat alone also takes 20260101 and week dates)."""
+    if not isinstance(value, str) or not ISO_DAY.fullmatch(value):
+        raise ValueError(f"{name} must be an ISO date YYYY-MM-DD, got {value!r}")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a real date YYYY-MM-DD, got {value!r}") from None
+    return value
 
 
 def check_landing(ds: str, settings: Settings) -> dict:
+    iso_day(ds)
     from expectations.runner import check_landing as run
 
     return run(ds, settings)
@@ -22,12 +38,14 @@ def check_landing(ds: str, settings: Settings) -> dict:
 
 def transform(ds: str, settings: Settings) -> None:
     """The dbt build of one day (the DAG runs the same project model by model through Cosmos)."""
+    iso_day(ds)
     from ebr.transform import dbt_build
 
     dbt_build(ds, settings)
 
 
 def check_marts(ds: str, settings: Settings) -> dict:
+    iso_day(ds)
     from expectations.runner import check_marts as run
 
     return run(ds, settings)
@@ -55,6 +73,7 @@ def _version_for(ds: str, settings: Settings, live: Path | None) -> int:
 
 def train(ds: str, settings: Settings) -> int:
     """Warm-starts from the live model (from scratch on the first day) and trains on the day."""
+    iso_day(ds)
     from training.train import train_day
 
     base = live_model(settings)
@@ -64,6 +83,7 @@ def train(ds: str, settings: Settings) -> int:
 
 
 def build_index(ds: str, version: int, settings: Settings) -> str:
+    iso_day(ds)
     from indexing.build import build_collection
     from training.artifact import load_artifact
 
@@ -71,23 +91,41 @@ def build_index(ds: str, version: int, settings: Settings) -> str:
 
 
 def gate(ds: str, version: int, settings: Settings) -> dict:
+    """The recall gate, and the canary's baseline: the candidate's recall on the canary requests."""
+    iso_day(ds)
     from dataclasses import asdict
 
+    from indexing.canary import record_baseline
     from indexing.gate import run_gate
     from training.artifact import load_artifact
 
     live = live_model(settings)
-    report = run_gate(ds, load_artifact(settings.models / f"v{version}"),
-                      load_artifact(live) if live else None, settings)
+    candidate = load_artifact(settings.models / f"v{version}")
+    report = run_gate(ds, candidate, load_artifact(live) if live else None, settings)
+    record_baseline(ds, candidate, settings)
     return asdict(report)
 
 
 def promote(ds: str, settings: Settings, run_id: str, allow_older: bool = False) -> dict | None:
-    """Moves the alias if the day's candidate was blessed (see indexing.promote.promote)."""
+    """Moves the alias if the day's candidate was blessed (see indexing.promote.promote), then runs
+    the canary through the serving client; a failed canary moves the alias back and raises
+    indexing.canary.CanaryFailed."""
+    iso_day(ds)
+    from indexing.canary import run_canary
     from indexing.gate import load_report
     from indexing.promote import promote as move
 
-    return move(load_report(ds, settings), settings, run_id, allow_older=allow_older)
+    entry = move(load_report(ds, settings), settings, run_id, allow_older=allow_older)
+    if entry is None:
+        return None
+    return {**entry, "canary": run_canary(ds, entry, settings, run_id)}
+
+
+def rollback(settings: Settings, run_id: str, user: str, reason: str, to: str | None = None) -> dict:
+    """An operator's rollback of the alias (see indexing.promote.rollback)."""
+    from indexing.promote import rollback as move_back
+
+    return move_back(settings, run_id, user, reason, to=to)
 
 
 def clean(settings: Settings) -> list[str]:

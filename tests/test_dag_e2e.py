@@ -12,11 +12,12 @@ from ebr.synthetic import generate
 
 pytestmark = pytest.mark.slow
 DAG_FILE = Path(__file__).resolve().parent.parent / "dags" / "ebr_daily.py"
+ROLLBACK_DAG_FILE = DAG_FILE.with_name("ebr_rollback.py")
 
 
-def _load_dag():
+def _load_dag(path: Path = DAG_FILE):
     """Imports the DAG file afresh, so it reads the settings of this test's environment."""
-    spec = importlib.util.spec_from_file_location("ebr_daily_under_test", DAG_FILE)
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.dag
@@ -55,6 +56,10 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     assert load_meta(settings.models / "v2")["parent"] == 1
     gate = json.loads((settings.report_day("2026-01-02") / "gate.json").read_text())
     assert gate["live_version"] == 1 and gate["passed"]
+    # each promotion passed its canary through the serving client
+    for day in ("2026-01-01", "2026-01-02"):
+        canary = json.loads((settings.report_day(day) / "canary.json").read_text())
+        assert canary["passed"] and canary["requests"] > 0, canary
 
     # a query made of an item's own title words finds that item through the alias
     import duckdb
@@ -81,6 +86,18 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["model_version"] == 2 and len(result["results"]) == 5
     assert {"item_id", "title", "score", "brand", "price"} <= set(result["results"][0])
+
+    # an operator rolls back from the UI: the ebr_rollback DAG with its params
+    run = _load_dag(ROLLBACK_DAG_FILE).test(run_conf={"reason": "e2e: back to day one", "user": "tester"})
+    assert run.state == "success"
+    with store.connect(settings) as client:
+        assert store.live(client, settings.alias).name == first.name
+    capsys.readouterr()  # dag.test writes its own lines
+    main(["history", "--json"])
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["action"] for e in entries] == ["promote", "promote", "rollback"]
+    assert (entries[-1]["run_id"], entries[-1]["user"], entries[-1]["replaced_collection"]) == (
+        run.run_id, "tester", second.name)
 
 
 def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, monkeypatch, airflow_db):
