@@ -6,7 +6,7 @@ export EBR_HOME ?= $(CURDIR)/.ebr
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 DAYS ?= 3
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test eval clean
 
 $(BIN)/ebr: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(BIN)/ebr
 
 demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr demo --days $(DAYS)
+
+# Quality on real logs (../shared/data) and synthetic data against baselines: EBR_HOME/reports/eval/
+eval: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr evaluate
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -209,6 +209,41 @@ def cmd_rollback(args, settings: Settings) -> None:
           f"{entry['ds']}), was {entry['replaced_collection']}; run {run_id}")
 
 
+def cmd_evaluate(args, settings: Settings) -> None:
+    from evaluation import harness, report
+    from indexing.promote import code_version
+
+    options = harness.Options(
+        datasets=tuple(args.dataset or harness.DATASETS),
+        methods=tuple(args.method or harness.METHODS),
+        data_root=Path(args.data),
+        max_epochs=args.epochs,
+        crowdflower_days=args.crowdflower_days,
+        crowdflower_sessions=args.crowdflower_sessions,
+        synthetic_days=args.synthetic_days,
+        synthetic_profile=args.synthetic_profile,
+    )
+    out = settings.reports / "eval"
+    start, header = time.perf_counter(), {"command": "ebr evaluate " + " ".join(args.argv),
+                                          "code_version": code_version()}
+
+    def keep(dataset: str, result: dict) -> None:
+        # Each dataset's figures are kept as they come; the report is rebuilt from every dataset
+        # measured so far, so `--dataset X` refreshes X's section and keeps the others.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{dataset}.json").write_text(json.dumps({**header, "result": result}, default=str))
+
+    harness.evaluate(settings, options, on_result=keep)
+    kept = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
+            if p.stem in harness.DATASETS}
+    results = {d: kept[d]["result"] for d in harness.DATASETS if d in kept}
+    header["seconds"] = time.perf_counter() - start
+    header["code_versions"] = {d: kept[d]["code_version"] for d in results}
+    md = report.write(results, out, header)
+    print(md.read_text().split("\n## ", 1)[0])  # the headline table
+    _say(f"report: {md} (+ report.json and PNG plots beside it)")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="ebr", description=__doc__)
@@ -224,6 +259,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="quality on real logs and synthetic data: MGDSPR, ablations "
+                       "and baselines on the same splits; report under EBR_HOME/reports/eval/")
+    p.add_argument("--dataset", action="append", choices=["bestbuy", "crowdflower", "synthetic"],
+                   help="repeatable (default: all)")
+    p.add_argument("--method", action="append", help="repeatable (default: all baselines, "
+                   "MGDSPR and its ablations)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
+                   help="folder holding bestbuy/ and crowdflower/")
+    p.add_argument("--epochs", type=int, default=6, help="most epochs per model (early stopping)")
+    p.add_argument("--crowdflower-days", type=int, default=7, help="days the generated clicks span")
+    p.add_argument("--crowdflower-sessions", type=int, default=20,
+                   help="generated requests per training query")
+    p.add_argument("--synthetic-days", type=int, default=3)
+    p.add_argument("--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("status", help="the live alias, its collection, model version, day and gate figures")
     p.add_argument("--json", action="store_true")
@@ -247,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_rollback)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args, load_settings())
 
 

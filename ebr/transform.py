@@ -48,42 +48,64 @@ def dbt_executable() -> str:
 def dbt_build(ds: str, settings: Settings, select: str | None = None) -> None:
     """``dbt build`` (models + data tests) of day ``ds`` into ``settings.warehouse``.
 
-    dbt's target and log folders go under ``settings.home / "dbt"`` so the source tree stays
-    clean. Raises ``RuntimeError`` with the tail of dbt's output when dbt fails.
+    Raises ``RuntimeError`` with the tail of dbt's output when dbt fails.
     """
     date.fromisoformat(ds)  # fail here, not deep inside dbt, on a malformed day
-    dbt_home = settings.home / "dbt"
-    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        dbt_executable(),
-        "build",
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(dbt_home / "target"),
-        "--log-path",
-        str(dbt_home / "logs"),
-        "--vars",
-        json.dumps(dbt_vars(ds, settings)),
-    ]
+    command = [dbt_executable(), "build", *_dbt_args(settings), "--vars", json.dumps(dbt_vars(ds, settings))]
     if select:
         command += ["--select", select]
+    _run(command, settings, f"ds={ds}")
+
+
+def dbt_build_days(days: list[str], settings: Settings) -> None:
+    """``dbt build`` of several days, in order, in one dbt process.
+
+    Each day is still its own dbt invocation with its own vars (the same as :func:`dbt_build`),
+    but dbt's start-up is paid once: about 6 s a day instead of 11 s on 2 cores (measured), which
+    is what makes importing a log of months practical. dbt runs in a child process because
+    dbt-duckdb in-process would keep the warehouse file locked for the caller.
+    """
+    for ds in days:
+        date.fromisoformat(ds)
+    payload = json.dumps({"args": _dbt_args(settings), "vars": [dbt_vars(ds, settings) for ds in days]})
+    _run([sys.executable, "-m", "ebr.transform", payload], settings, f"days {days[0]}..{days[-1]}")
+
+
+def _dbt_args(settings: Settings) -> list[str]:
+    # dbt's target and log folders go under EBR_HOME so the source tree stays clean.
+    dbt_home = settings.home / "dbt"
+    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        "--project-dir", str(DBT_PROJECT_DIR),
+        "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(dbt_home / "target"),
+        "--log-path", str(dbt_home / "logs"),
+    ]
+
+
+def _run(command: list[str], settings: Settings, what: str) -> None:
     # The child inherits the environment (PATH, HOME, ...) plus the project's own variables.
     env = {**os.environ, **dbt_env(settings)}
-    result = subprocess.run(
-        command,
-        cwd=DBT_PROJECT_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
+    result = subprocess.run(command, cwd=DBT_PROJECT_DIR, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, check=False)
     if result.returncode != 0:
         tail = result.stdout[-_OUTPUT_TAIL_CHARS:]
-        raise RuntimeError(
-            f"dbt build failed for ds={ds} (exit code {result.returncode}, "
-            f"warehouse {settings.warehouse}):\n{tail}"
-        )
+        raise RuntimeError(f"dbt build failed for {what} (exit code {result.returncode}, "
+                           f"warehouse {settings.warehouse}):\n{tail}")
+
+
+def _build_days_in_process(payload: str) -> int:
+    """Child side of :func:`dbt_build_days`: stops at the first failing day."""
+    from dbt.cli.main import dbtRunner
+
+    spec, runner = json.loads(payload), dbtRunner()
+    for day_vars in spec["vars"]:
+        result = runner.invoke(["build", *spec["args"], "--vars", json.dumps(day_vars)])
+        if not result.success:
+            print(f"dbt build failed for ds={day_vars['ds']}", flush=True)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_build_days_in_process(sys.argv[1]))

@@ -1,0 +1,293 @@
+"""`ebr evaluate`: the project's own pipeline on a dataset, against baselines, with ablations.
+
+Per dataset: import it to the landing contract (evaluation.importers), run the daily stages' own
+code over every day in order (Great Expectations landing suite, the dbt project, mart suite),
+read the marts, and train MGDSPR, its ablations and a hinge two-tower with training.train on the
+training window. Every method then ranks the same held-out requests over the same corpus; MGDSPR
+is also served through a real Milvus collection built by indexing.build, as the DAG does.
+
+Models are trained once on the whole training window rather than warm-started day by day, so that
+ablations and baselines compare like with like; the daily DAG's warm start is tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from ebr import stages, synthetic, warehouse
+from ebr.settings import ModelConfig, Settings
+from ebr.transform import dbt_build_days
+from evaluation import baselines, importers, metrics
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("bestbuy", "crowdflower", "synthetic")
+KS = (1, 5, 10, 20, 50, 100)
+RELEVANCE_K = 10
+
+# Trained methods as overrides of the evaluated ModelConfig. "two-tower-hinge" is the practice
+# before MGDSPR: a query-only tower over words, pairwise hinge loss. The mgdspr-* rows are the
+# paper's ablations, one change each.
+TRAINED: dict[str, dict] = {
+    "two-tower-hinge": {"query_unit": "words", "personalised": False, "loss": "hinge",
+                        "hard_negatives": 0},
+    "mgdspr": {},
+    "mgdspr-words-only": {"query_unit": "words"},
+    "mgdspr-query-only": {"personalised": False},
+    "mgdspr-tau1": {"tau": 1.0},
+    "mgdspr-no-hard-negatives": {"hard_negatives": 0},
+    "mgdspr-hinge": {"loss": "hinge"},
+}
+BASELINES: dict[str, Callable[[], baselines.Ranker]] = {
+    "popularity": baselines.Popularity,
+    "memorisation": baselines.Memorisation,
+    "bm25": baselines.BM25,
+    "minilm": baselines.MiniLM,
+}
+SERVED = "mgdspr via Milvus"  # the mgdspr model, searched through the HNSW collection it built
+METHODS = (*BASELINES, *TRAINED)
+
+
+@dataclass(frozen=True)
+class Options:
+    datasets: tuple[str, ...] = DATASETS
+    methods: tuple[str, ...] = METHODS
+    data_root: Path = Path("../shared/data")
+    max_epochs: int = 6  # from scratch over a whole window; early stopping usually ends sooner
+    crowdflower_sessions: int = 20  # generated requests per training query
+    crowdflower_days: int = 7
+    synthetic_days: int = 3
+    synthetic_profile: str = "small"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("datasets", DATASETS), ("methods", METHODS)):
+            unknown = set(getattr(self, name)) - set(allowed)
+            if unknown:
+                raise ValueError(f"unknown {name} {sorted(unknown)}; choose from {list(allowed)}")
+
+
+@dataclass
+class Task:
+    """One dataset made ready to score: what to train on, what to rank, and what is relevant."""
+
+    dataset: str
+    ds: str  # the last data day: its corpus is what every method ranks
+    train: pa.Table  # mart_training_examples rows of the training window, oldest first
+    corpus: pa.Table  # mart_item_corpus of ds
+    test: pa.Table  # the held-out requests, with the behaviour columns the user tower reads
+    relevant: list[set[str]]
+    grades: list[dict[str, int]] | None = None  # graded labels, where the dataset has them
+    subsets: dict[str, list[bool]] = field(default_factory=dict)  # named slices of test
+    facts: dict = field(default_factory=dict)  # sizes, split, stage timings
+
+
+def evaluate(settings: Settings, options: Options,
+             on_result: Callable[[str, dict], None] | None = None) -> dict:
+    """Runs every dataset of options; returns {dataset: result} (see _score). on_result is
+    called as each dataset finishes, so a long run keeps what it has measured."""
+    results = {}
+    for dataset in options.datasets:
+        # Its own warehouse, models and Milvus Lite file: an evaluation never touches what serves.
+        root = settings.home / "eval" / dataset
+        home = replace(settings, home=root, milvus_uri=str(root / "milvus.db"), milvus_token="")
+        log.info("evaluate dataset=%s home=%s", dataset, home.home)
+        task = PREPARE[dataset](home, options)
+        results[dataset] = _score(task, home, options)
+        if on_result:
+            on_result(dataset, results[dataset])
+    return results
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+def _bestbuy(settings: Settings, options: Options) -> Task:
+    # Every request is a training row for dbt (eval_start_hour 24): the split is by time over the
+    # whole log, the last 20% of clicks, not a slice of each day.
+    settings = replace(settings, eval_start_hour=24)
+    timer = _Timer()
+    split = timer.run("import", importers.import_bestbuy, options.data_root / "bestbuy",
+                      settings.landing)
+    _run_stages(split.days, settings, timer)
+    rows = _examples(settings)
+    test_ids = set(split.test.column("request_id").to_pylist())
+    in_test = [r in test_ids for r in rows.column("request_id").to_pylist()]
+    train = rows.filter(pa.array([not t for t in in_test]))
+    test = rows.filter(pa.array(in_test))
+    seen = {baselines.normalise(q) for q in train.column("query").to_pylist()}
+    unseen = [baselines.normalise(q) not in seen for q in test.column("query").to_pylist()]
+    return Task(
+        dataset="bestbuy", ds=split.days[-1], train=train, corpus=_corpus(settings, split.days[-1]),
+        test=test, relevant=[{i} for i in test.column("item_id").to_pylist()],
+        subsets={"unseen query": unseen},
+        facts={"cutoff": split.cutoff.isoformat(), "days": len(split.days),
+               "train_clicks": train.num_rows, "test_clicks": test.num_rows,
+               "test_unseen_query": sum(unseen), "dropped_unknown_sku": split.dropped_unknown_sku,
+               "users": split.users, "items": split.items, "seconds": timer.seconds},
+    )
+
+
+def _crowdflower(settings: Settings, options: Options) -> Task:
+    settings = replace(settings, eval_start_hour=24)
+    timer = _Timer()
+    split = timer.run("import", importers.import_crowdflower, options.data_root / "crowdflower",
+                      settings.landing, seed=settings.seed,
+                      days=options.crowdflower_days, sessions_per_query=options.crowdflower_sessions)
+    _run_stages(split.days, settings, timer)
+    grades: dict[str, dict[str, int]] = {}
+    for row in split.judgements.filter(split.judgements.column("held_out")).to_pylist():
+        grades.setdefault(row["query"], {})[row["item_id"]] = row["grade"]
+    queries = sorted(grades)
+    return Task(
+        dataset="crowdflower", ds=split.days[-1], train=_examples(settings),
+        corpus=_corpus(settings, split.days[-1]), test=_cold_requests(queries),
+        relevant=[{i for i, g in grades[q].items() if g == 4} for q in queries],
+        grades=[grades[q] for q in queries],
+        facts={"train_queries": len(split.train_queries), "heldout_queries": len(queries),
+               "train_requests": split.train_requests, "train_clicks": split.train_clicks,
+               "corpus": split.corpus.num_rows, "days": len(split.days), "seconds": timer.seconds},
+    )
+
+
+def _synthetic(settings: Settings, options: Options) -> Task:
+    # The daily split: train on every day's requests before eval_start_hour, test on the last
+    # day's held-out evening, which no model has seen.
+    timer = _Timer()
+    start = date.fromisoformat(settings.start_date)
+    timer.run("import", synthetic.generate, settings.landing, start, options.synthetic_days,
+              options.synthetic_profile, settings.seed)
+    days = [(start + timedelta(days=i)).isoformat() for i in range(options.synthetic_days)]
+    _run_stages(days, settings, timer)
+    test = warehouse.query(settings, "select * from mart_eval_examples where ds = cast(? as date) "
+                                     "order by request_id", [days[-1]])
+    with_history = [len(h) > 0 for h in test.column("rt_items").to_pylist()]
+    return Task(
+        dataset="synthetic", ds=days[-1], train=_examples(settings),
+        corpus=_corpus(settings, days[-1]), test=test,
+        relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
+        subsets={"users with history": with_history},
+        facts={"profile": options.synthetic_profile, "days": len(days),
+               "test_requests": test.num_rows, "seconds": timer.seconds},
+    )
+
+
+PREPARE: dict[str, Callable[[Settings, Options], Task]] = {
+    "bestbuy": _bestbuy, "crowdflower": _crowdflower, "synthetic": _synthetic,
+}
+
+
+def _run_stages(days: list[str], settings: Settings, timer: _Timer) -> None:
+    """The DAG's data stages, day by day in order: landing checks, dbt, mart checks."""
+    timer.run("check_landing", lambda: [stages.check_landing(ds, settings) for ds in days])
+    timer.run("dbt", dbt_build_days, days, settings)
+    timer.run("check_marts", lambda: [stages.check_marts(ds, settings) for ds in days])
+
+
+def _examples(settings: Settings) -> pa.Table:
+    return warehouse.query(settings, "select * from mart_training_examples "
+                                     "order by request_time, request_id, item_id")
+
+
+def _corpus(settings: Settings, ds: str) -> pa.Table:
+    return warehouse.query(settings, "select * from mart_item_corpus where ds = cast(? as date) "
+                                     "order by item_id", [ds])
+
+
+def _cold_requests(queries: list[str]) -> pa.Table:
+    """Requests of users the model has never seen: a query and empty behaviour."""
+    from ebr.client import BEHAVIOUR_COLUMNS
+
+    empty = pa.array([[] for _ in queries], pa.list_(pa.string()))
+    return pa.table({"user_id": [""] * len(queries), "query": queries,
+                     **{c: empty for c in BEHAVIOUR_COLUMNS}})
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def _score(task: Task, settings: Settings, options: Options) -> dict:
+    k = max(KS)
+    item_ids = task.corpus.column("item_id").to_pylist()
+    queries = task.test.column("query").to_pylist()
+    # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
+    # Buy) saturates after one epoch and stops telling epochs apart.
+    cfg = replace(settings.model, epochs=options.max_epochs, validation_k=10)
+    methods: dict[str, dict] = {}
+    for name in options.methods:
+        start = time.perf_counter()
+        training = None
+        if name in BASELINES:
+            ranker = BASELINES[name]()
+            ranker.fit(task.train, task.corpus)
+            retrieved = ranker.rank(queries, k)
+        else:
+            artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
+            training = artifact.metrics
+            retrieved = baselines.exact_top_k(artifact.encode_requests(task.test),
+                                              artifact.encode_items(task.corpus), item_ids, k)
+            if name == "mgdspr":
+                methods[SERVED] = _measure(task, _served(task, artifact, settings, k))
+        methods[name] = {**_measure(task, retrieved), "seconds": time.perf_counter() - start,
+                         "training": training}
+        log.info("evaluate dataset=%s method=%s recall@10=%.4f (%.0f s)", task.dataset, name,
+                 methods[name]["recall"][10][0], methods[name]["seconds"])
+    return {"facts": {**task.facts, "test": task.test.num_rows, "train": task.train.num_rows,
+                      "corpus": task.corpus.num_rows},
+            "subsets": {s: sum(mask) for s, mask in task.subsets.items()},
+            "config": asdict(cfg), "methods": methods}
+
+
+def _train(task: Task, cfg: ModelConfig, seed: int):
+    from training.train import train
+
+    return train(task.train, task.corpus, cfg, seed=seed)
+
+
+def _served(task: Task, artifact, settings: Settings, k: int) -> list[list[str]]:
+    """The trained mgdspr through the serving path: saved artifact, Milvus collection, ANN search."""
+    from indexing import store
+    from indexing.build import build_collection
+
+    saved = artifact.save(settings.models, 1, task.ds)
+    name = build_collection(task.ds, saved, settings)
+    with store.connect(settings) as client:
+        hits = store.search(client, name, saved.encode_requests(task.test), k)
+    return [[h["item_id"] for h in row] for row in hits]
+
+
+def _measure(task: Task, retrieved: list[list[str]]) -> dict:
+    out: dict = {"recall": {k: metrics.mean_se(metrics.recall_at_k(retrieved, task.relevant, k))
+                            for k in KS}}
+    for subset, mask in task.subsets.items():
+        got = [r for r, m in zip(retrieved, mask) if m]
+        want = [r for r, m in zip(task.relevant, mask) if m]
+        out[f"recall: {subset}"] = {k: metrics.mean_se(metrics.recall_at_k(got, want, k))
+                                    for k in KS}
+    if task.grades is not None:
+        out[f"relevance_rate@{RELEVANCE_K}"] = metrics.mean_se(
+            metrics.relevance_rate_at_k(retrieved, task.grades, RELEVANCE_K))
+        out[f"ndcg@{RELEVANCE_K}"] = metrics.mean_se(
+            metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K))
+    return out
+
+
+class _Timer:
+    """Wall seconds per named step, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 1)
+            log.info("evaluate step=%s %.1f s", name, self.seconds[name])

@@ -1,0 +1,63 @@
+import numpy as np
+import pyarrow as pa
+
+from evaluation.baselines import BM25, Memorisation, MiniLM, Popularity, exact_top_k, normalise
+
+CORPUS = pa.table({
+    "item_id": ["a", "b", "c", "d", "e"],
+    "title": ["Garden hose 50 ft", "Wireless mouse", "Gaming laptop 15 inch", "Red running shoes",
+              "Leather boots"],
+})
+
+
+def _clicks(pairs: list[tuple[str, str]]) -> pa.Table:
+    return pa.table({"query": [q for q, _ in pairs], "item_id": [i for _, i in pairs]})
+
+
+# b clicked 3 times, a and c twice (tie: a first by id), z is not in the corpus
+CLICKS = _clicks([("mouse", "b"), ("mouse", "b"), ("mouse", "b"), ("hose", "a"), ("hose", "a"),
+                  ("laptop", "c"), ("laptop", "c"), ("old", "z"), ("old", "z"), ("old", "z"),
+                  ("old", "z")])
+
+
+def test_popularity_orders_by_clicks_then_the_rest_of_the_corpus():
+    ranker = Popularity()
+    ranker.fit(CLICKS, CORPUS)
+    assert ranker.rank(["anything", "else"], 4) == [["b", "a", "c", "d"]] * 2
+    assert ranker.rank(["q"], 10) == [["b", "a", "c", "d", "e"]]
+
+
+def test_memorisation_uses_the_normalised_query_and_backs_off_to_popularity():
+    clicks = pa.concat_tables([CLICKS, _clicks([("Red Shoes", "d"), ("red  shoes!", "d"),
+                                                ("red shoes", "e"), ("RED SHOES", "b")])])
+    ranker = Memorisation()
+    ranker.fit(clicks, CORPUS)
+    assert normalise("  Red   SHOES! ") == "red shoes"
+    # d twice, then b and e once (ties by id), then popularity without repeating b
+    assert ranker.rank(["red shoes"], 4) == [["d", "b", "e", "a"]]
+    assert ranker.rank(["Red, Shoes"], 2) == [["d", "b"]]
+    assert ranker.rank(["never searched"], 3) == [["b", "a", "c"]]
+
+
+def test_bm25_ranks_the_matching_title_first_and_returns_only_matches():
+    ranker = BM25()
+    ranker.fit(CLICKS, CORPUS)
+    assert ranker.rank(["LAPTOP for gaming"], 3)[0][0] == "c"
+    assert sorted(ranker.rank(["red boots"], 5)[0]) == ["d", "e"]  # one word each, nothing else
+    assert ranker.rank(["leather"], 5) == [["e"]]
+    assert ranker.rank(["zzz", ""], 5) == [[], []]
+
+
+def test_exact_top_k_orders_by_inner_product():
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    queries = np.array([[1.0, 0.1], [0.0, -1.0], [0.5, 0.6]])
+    got = exact_top_k(queries, items, ["x", "y", "z"], 2, batch=2)
+    assert got == [["x", "z"], ["x", "z"], ["z", "y"]]
+    assert exact_top_k(queries[:1], items, ["x", "y", "z"], 10) == [["x", "z", "y"]]
+
+
+def test_minilm_puts_synonyms_closer_than_unrelated_titles():
+    corpus = pa.table({"item_id": ["hose", "pc"], "title": ["garden hose", "notebook pc"]})
+    ranker = MiniLM()
+    ranker.fit(_clicks([]), corpus)
+    assert ranker.rank(["laptop computer"], 2) == [["pc", "hose"]]
