@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import unicodedata
 
-import duckdb
 import pyarrow as pa
 
 from ebr.settings import Settings
+from ebr.warehouse import reading
 from indexing import store
 from training.artifact import Artifact, load_artifact
 
@@ -36,13 +36,10 @@ def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
     check_user_id(user_id)
     if not settings.warehouse.exists():
         return empty
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with reading(settings.warehouse) as con:
         row = con.execute(
             f"select {', '.join(BEHAVIOUR_COLUMNS)} from mart_user_features "
             "where user_id = ? order by ds desc limit 1", [user_id]).fetchone()
-    finally:
-        con.close()
     return dict(zip(BEHAVIOUR_COLUMNS, row)) if row else empty
 
 
@@ -84,11 +81,8 @@ class RetrievalClient:
 
 def sample_requests(settings: Settings, n: int) -> list[tuple[str, str]]:
     """A few held-out (user, query) pairs of the newest day, users with history first."""
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with reading(settings.warehouse) as con:
         return con.execute(
             "select user_id, query from mart_eval_examples "
             "where ds = (select max(ds) from mart_eval_examples) "
             "order by len(rt_items) desc, request_id limit ?", [n]).fetchall()
-    finally:
-        con.close()

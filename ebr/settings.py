@@ -92,6 +92,13 @@ class Settings:
     canary_margin: float  # allowed canary Recall@gate_k drop below the gate's figure on them
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def __post_init__(self) -> None:
+        # A canary of no requests would fail every promotion; say so at start-up instead.
+        if self.canary_requests < 1:
+            raise ValueError(f"EBR_CANARY_REQUESTS must be >= 1, got {self.canary_requests}")
+        if not 0 <= self.canary_margin <= 1:
+            raise ValueError(f"EBR_CANARY_MARGIN must be in [0, 1], got {self.canary_margin}")
+
     @property
     def landing(self) -> Path:
         return self.home / "landing"

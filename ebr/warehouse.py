@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -16,8 +17,8 @@ from ebr.settings import Settings
 
 
 @contextmanager
-def reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
+def reading(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(warehouse), read_only=True)
     try:
         yield con
     finally:
@@ -26,5 +27,5 @@ def reading(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def query(settings: Settings, sql: str, params: Sequence = ()) -> pa.Table:
     """Rows of one statement as an Arrow table; user values go in params, never into sql."""
-    with reading(settings) as con:
+    with reading(settings.warehouse) as con:
         return con.sql(sql, params=list(params)).to_arrow_table()

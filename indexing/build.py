@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from ebr.settings import Settings
+from ebr.warehouse import reading
 from indexing import store
 
 if TYPE_CHECKING:  # training is imported by whoever loads the artifact
@@ -20,8 +19,7 @@ ENCODE_BATCH = 8192
 def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
     """Streams the day's corpus mart through the item tower into items_<day>_v<N>."""
     name = store.collection_name(ds, artifact.version)
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with reading(settings.warehouse) as con:
         total = con.execute("select count(*) from mart_item_corpus where ds = ?", [ds]).fetchall()[0][0]
         if total == 0:
             raise ValueError(f"mart_item_corpus has no items for ds={ds}: nothing to index")
@@ -38,6 +36,4 @@ def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
                 done += batch.num_rows
                 log.info("ds=%s stage=build encoded %d/%d items into %s", ds, done, total, name)
             store.finish(client, name, artifact.version, ds)
-    finally:
-        con.close()
     return name

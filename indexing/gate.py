@@ -8,9 +8,9 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
+from ebr import warehouse
 from ebr.settings import Settings
 from indexing import store
 
@@ -35,12 +35,8 @@ def recall_at_k(retrieved: list[list[str]], relevant: list[list[str]], ks: tuple
 
 
 def read_eval(ds: str, settings: Settings) -> pa.Table:
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
-        return con.execute("select * from mart_eval_examples where ds = ? order by request_id",
-                           [ds]).to_arrow_table()
-    finally:
-        con.close()
+    return warehouse.query(settings, "select * from mart_eval_examples where ds = cast(? as date) "
+                                     "order by request_id", [ds])
 
 
 def evaluate(client, collection: str, artifact: Artifact, requests: pa.Table,

@@ -230,7 +230,7 @@ def auto_rollback(settings: Settings, failed: dict, run_id: str, reason: str) ->
         if target:
             store.point_alias(client, settings.alias, target.name)
         elif before:
-            client.drop_alias(settings.alias)  # store has no helper: only this path removes the alias
+            store.remove_alias(client, settings.alias)
     entry = _entry("auto-rollback", settings, run_id, target, before,
                    _restored_predecessor(entries, target, before) if target else None,
                    _restored_gate(entries, target, settings) if target else None,

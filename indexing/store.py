@@ -118,6 +118,11 @@ def point_alias(client: MilvusClient, alias: str, name: str) -> None:
         client.create_alias(name, alias)
 
 
+def remove_alias(client: MilvusClient, alias: str) -> None:
+    """Services then get "no alias", as before the first promotion: better than a broken index."""
+    client.drop_alias(alias)
+
+
 def ours(client: MilvusClient) -> list[str]:
     return sorted(n for n in client.list_collections() if NAME.match(n))
 

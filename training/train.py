@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import torch
 
 from ebr.settings import ModelConfig, Settings
+from ebr.warehouse import reading
 
 from . import features
 from .artifact import Artifact, load_artifact
@@ -255,8 +255,7 @@ def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> A
 def _read_day(warehouse: Path, ds: str):
     # Fixed order: the same day always yields the same vocab ids and batches (determinism).
     columns = ", ".join([*features.REQUEST_COLUMNS, "item_id"])
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
+    with reading(warehouse) as con:  # dbt needs the file next: hold it no longer than the read
         examples = con.sql(
             f"select {columns} from mart_training_examples where ds = cast(? as date) "
             "order by request_time, request_id, item_id",
@@ -267,8 +266,6 @@ def _read_day(warehouse: Path, ds: str):
             "order by item_id",
             params=[ds],
         ).to_arrow_table()
-    finally:
-        con.close()  # other tasks (dbt) need the file: hold it no longer than the read
     return examples, corpus
 
 
