@@ -154,9 +154,11 @@ def cmd_status(args, settings: Settings) -> None:
 
 
 def cmd_search(args, settings: Settings) -> None:
-    from ebr.client import RetrievalClient
+    from ebr.client import Filters, RetrievalClient
 
-    result = RetrievalClient(settings).search(args.query, user_id=args.user, k=args.k)
+    filters = Filters(args.category, args.brand, args.price_min, args.price_max)
+    result = RetrievalClient(settings).search(args.query, user_id=args.user, k=args.k,
+                                              filters=filters)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -284,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("query")
     p.add_argument("--user", help="user id whose behaviour personalises the query")
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--category", help="only items of this leaf or top category")
+    p.add_argument("--brand", help="only items of this brand")
+    p.add_argument("--price-min", type=float)
+    p.add_argument("--price-max", type=float)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

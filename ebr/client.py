@@ -3,7 +3,10 @@ the collection behind it, and the user's behaviour features from the warehouse."
 
 from __future__ import annotations
 
+import json
+import math
 import unicodedata
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -18,6 +21,7 @@ BEHAVIOUR_COLUMNS = (
 )
 RESULT_FIELDS = ["title", "leaf_category", "brand", "shop", "price"]
 MAX_USER_ID = 256
+MAX_FILTER_TEXT = 200
 
 
 def check_user_id(user_id: str) -> None:
@@ -43,6 +47,50 @@ def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
     return dict(zip(BEHAVIOUR_COLUMNS, row)) if row else empty
 
 
+@dataclass(frozen=True)
+class Filters:
+    """Relevance control: only items of this category (leaf or top), brand and price range."""
+
+    category: str | None = None
+    brand: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+
+    def expression(self) -> str:
+        """The Milvus boolean expression; caller text only ever enters it as a JSON string literal."""
+        terms = []
+        if self.category is not None:
+            value = _literal("category", self.category)
+            terms.append(f"(leaf_category == {value} or top_category == {value})")
+        if self.brand is not None:
+            terms.append(f"brand == {_literal('brand', self.brand)}")
+        low, high = _price("price_min", self.price_min), _price("price_max", self.price_max)
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"price_min {low} is above price_max {high}")
+        if low is not None:
+            terms.append(f"price >= {low!r}")
+        if high is not None:
+            terms.append(f"price <= {high!r}")
+        return " and ".join(terms)
+
+
+def _literal(name: str, text: str) -> str:
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_FILTER_TEXT:
+        raise ValueError(f"{name} must be non-blank text of at most {MAX_FILTER_TEXT} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValueError(f"{name} must not contain control characters, got {text!r}")
+    return json.dumps(text, ensure_ascii=False)  # quotes and backslashes escaped
+
+
+def _price(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
 class RetrievalClient:
     """Searches the live alias; reloads its encoder whenever the alias has moved."""
 
@@ -55,22 +103,32 @@ class RetrievalClient:
             self._model = load_artifact(self.settings.models / f"v{current.model_version}")
         return self._model
 
-    def search(self, query: str, user_id: str | None = None, k: int = 10) -> dict:
-        features = user_features(self.settings, user_id)
+    def search(self, query: str, user_id: str | None = None, k: int = 10,
+               filters: Filters | None = None, features: dict[str, list] | None = None) -> dict:
+        """Top k items for one query. The user's behaviour comes from the warehouse, unless the
+        caller passes `features` (BEHAVIOUR_COLUMNS -> lists, oldest first)."""
+        if features is None:
+            features = user_features(self.settings, user_id)
+        elif set(features) - set(BEHAVIOUR_COLUMNS):
+            raise ValueError(f"unknown feature columns {sorted(set(features) - set(BEHAVIOUR_COLUMNS))}")
         request = pa.table({"user_id": [user_id or ""], "query": [query],
-                            **{c: [list(v)] for c, v in features.items()}})
-        served = self.search_requests(request, k)
+                            **{c: [list(features.get(c, []))] for c in BEHAVIOUR_COLUMNS}})
+        served = self.search_requests(request, k, filters)
         return {**served, "results": served["results"][0]}
 
-    def search_requests(self, requests: pa.Table, k: int = 10) -> dict:
+    def search_requests(self, requests: pa.Table, k: int = 10, filters: Filters | None = None) -> dict:
         """Requests that carry their own behaviour features (user_id, query and the behaviour
         lists, as in mart_eval_examples rows): one list of hits per request, in order."""
+        if not 1 <= k <= 16384:  # Milvus' own top-k limit
+            raise ValueError(f"k must be in [1, 16384], got {k}")
+        expr = filters.expression() if filters else ""
         with store.connect(self.settings) as client:
             current = store.live(client, self.settings.alias)
             if current is None:
                 raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
             vectors = self._encoder(client, current).encode_requests(requests)
-            hits = store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS)
+            hits = store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS,
+                                expr=expr)
         return {
             "alias": self.settings.alias, "collection": current.name,
             "model_version": current.model_version, "ds": current.ds,
