@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import subprocess
+import time
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,6 +128,11 @@ def promote(report: dict, settings: Settings, run_id: str, allow_older: bool = F
             log.warning("ds=%s stage=promote skipped: live model is from %s, newer than this day; "
                         "set allow_older to promote it", target.ds, before.ds)
             return None
+        if before and before.name == target.name and entries and not _latest_for(entries, target.name):
+            # The alias moved but the process died before logging it: what the log says served
+            # last is what this promotion replaced, so the retry records the true lineage.
+            unlogged = entries[-1]["collection"]
+            before = store.info(client, unlogged) if unlogged and client.has_collection(unlogged) else None
         store.point_alias(client, settings.alias, target.name)
     # A promotion replaces what served; re-promoting the live collection (a rerun) keeps its lineage.
     rerun = before is not None and before.name == target.name
@@ -241,10 +247,52 @@ def auto_rollback(settings: Settings, failed: dict, run_id: str, reason: str) ->
     return entry
 
 
+def remove_debris(settings: Settings, min_age_s: float | None = None) -> dict:
+    """Removes what runs killed mid-stage left behind (clean() starts with this):
+    - our collections without the complete mark (store.incomplete: a build that died before
+      finish()) unless aliased; an aliased one cannot be incomplete, since promote() and
+      rollback() refuse those, and is logged and left if it ever is. On a Milvus server, one
+      younger than min_age_s may still be building in another process and is left; Milvus Lite
+      gives no creation time but lets one process at a time open its file (an flock), so while we
+      hold it no build can be running elsewhere. A rerun of build_index for the same day needs
+      none of this: store.create already replaces a non-live collection of the same name;
+    - the temporary folders of artifact saves that died, untouched for min_age_s seconds
+      (default training.artifact.DEBRIS_MIN_AGE_S), restoring an old vN a killed save had moved
+      aside (see training.artifact.clear_debris).
+    Returns {"collections": dropped names, "artifacts": removed folder names, "restored": vN
+    names put back}. Model artifacts of dropped collections stay: a rerun of the day needs them,
+    and clean()'s retention removes them with the collections that use them."""
+    from training.artifact import DEBRIS_MIN_AGE_S, clear_debris  # torch: only when cleaning
+
+    min_age_s = DEBRIS_MIN_AGE_S if min_age_s is None else min_age_s
+    dropped = []
+    with store.connect(settings) as client:
+        protected = store.aliased(client)
+        for name in store.incomplete(client):
+            if name in protected:
+                log.error("stage=clean %s is aliased but not complete: promotion should have refused "
+                          "it; left in place", name)
+                continue
+            created = store.created_at(client, name)
+            if created is not None and time.time() - created < min_age_s:
+                log.info("stage=clean %s is incomplete but only %.0f s old: may still be building",
+                         name, time.time() - created)
+                continue
+            store.drop(client, name, protected)
+            dropped.append(name)
+    artifacts = clear_debris(settings.models, min_age_s)
+    removed = {"collections": dropped, "artifacts": artifacts["removed"], "restored": artifacts["restored"]}
+    if any(removed.values()):
+        log.warning("stage=clean removed debris of killed runs: %s", removed)
+    return removed
+
+
 def clean(settings: Settings) -> list[str]:
     """Drops our collections past the retention count, never the live one nor the latest log
     entry's previous_collection (where the next plain rollback goes, also after a rollback), and
-    the model artifacts that no kept collection needs."""
+    the model artifacts that no kept collection needs. Starts with remove_debris() (runs killed
+    mid-stage)."""
+    remove_debris(settings)
     with store.connect(settings) as client:
         protected = store.aliased(client)
         entries = history(settings)

@@ -153,3 +153,16 @@ def search(client: MilvusClient, name_or_alias: str, vectors: np.ndarray, k: int
             filter=expr, output_fields=output_fields or [],
             search_params={"metric_type": "IP", "params": {"ef": max(k, 64)}}))
     return hits
+
+
+def incomplete(client: MilvusClient) -> list[str]:
+    """Our collections without the complete mark: built by a run that died (or is still running,
+    see created_at) before finish()."""
+    return [name for name in ours(client) if not info(client, name).complete]
+
+
+def created_at(client: MilvusClient, name: str) -> float | None:
+    """Unix time at which a Milvus server created the collection (its hybrid timestamp's physical
+    part, in ms above the 18 logical bits); None where the server does not say (Milvus Lite)."""
+    stamp = client.describe_collection(name).get("created_timestamp")
+    return (int(stamp) >> 18) / 1000 if stamp else None

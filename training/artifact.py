@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -133,3 +134,53 @@ def latest_version(models_dir: Path | str) -> int:
         return 0
     names = [p.name for p in models_dir.iterdir() if p.is_dir()]
     return max((int(m[1]) for n in names if (m := _VERSION_DIR.fullmatch(n))), default=0)
+
+
+# Artifact.save's temporary folders (`.v<N>-<random>`, and `.v<N>-<random>-replaced` for the old
+# vN moved aside) live for the seconds a save takes. One untouched for an hour belongs to a process
+# that died mid-save; a younger one may be a save still running in another process, so it is left.
+DEBRIS_MIN_AGE_S = 3600
+_DEBRIS_DIR = re.compile(r"\.v(\d+)-.+")
+_REPLACED = "-replaced"
+
+
+def _age_s(path: Path) -> float:
+    """Seconds since the folder last changed: its files written (mtime) or it was renamed or
+    chmodded (ctime, which a rename updates and nobody can set back)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:  # renamed or removed meanwhile by the save that owns it
+        return 0.0
+    return time.time() - max(st.st_mtime, st.st_ctime)
+
+
+def debris(models_dir: Path | str, min_age_s: float = DEBRIS_MIN_AGE_S) -> list[Path]:
+    """Temporary folders of saves that died (`.v<N>-...`, see Artifact.save), untouched for at
+    least min_age_s seconds."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(p for p in models_dir.iterdir()
+                  if p.is_dir() and _DEBRIS_DIR.fullmatch(p.name) and _age_s(p) >= min_age_s)
+
+
+def clear_debris(models_dir: Path | str, min_age_s: float = DEBRIS_MIN_AGE_S) -> dict[str, list[str]]:
+    """Removes debris() and returns {"restored": [...], "removed": [...]} (folder names).
+
+    A save killed between its two renames leaves no vN, only the new artifact in `.vN-x` and the
+    old complete one in `.vN-x-replaced`: like the save's own error path, the old one is put back
+    as vN (the collection built from it needs it) and the rest removed. A rerun of the day's
+    training then replaces vN as usual."""
+    models_dir = Path(models_dir)
+    found = debris(models_dir, min_age_s)
+    restored, removed = [], []
+    # old artifacts first: once one is back as vN, the other folders of that save are plain debris
+    for path in sorted(found, key=lambda p: not p.name.endswith(_REPLACED)):
+        final = models_dir / f"v{_DEBRIS_DIR.fullmatch(path.name).group(1)}"
+        if path.name.endswith(_REPLACED) and not final.exists() and load_meta(path) is not None:
+            os.rename(path, final)
+            restored.append(final.name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return {"restored": restored, "removed": removed}
