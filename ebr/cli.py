@@ -226,21 +226,24 @@ def cmd_evaluate(args, settings: Settings) -> None:
         synthetic_profile=args.synthetic_profile,
     )
     out = settings.reports / "eval"
-    start, header = time.perf_counter(), {"command": "ebr evaluate " + " ".join(args.argv),
+    start, header = time.perf_counter(), {"command": "ebr " + " ".join(args.argv),
                                           "code_version": code_version()}
 
     def keep(dataset: str, result: dict) -> None:
         # Each dataset's figures are kept as they come; the report is rebuilt from every dataset
         # measured so far, so `--dataset X` refreshes X's section and keeps the others.
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{dataset}.json").write_text(json.dumps({**header, "result": result}, default=str))
+        seconds = time.perf_counter() - start
+        (out / f"{dataset}.json").write_text(json.dumps({**header, "seconds": seconds,
+                                                         "result": result}, default=str))
 
-    harness.evaluate(settings, options, on_result=keep)
+    if not args.report_only:
+        harness.evaluate(settings, options, on_result=keep)
     kept = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
             if p.stem in harness.DATASETS}
     results = {d: kept[d]["result"] for d in harness.DATASETS if d in kept}
-    header["seconds"] = time.perf_counter() - start
-    header["code_versions"] = {d: kept[d]["code_version"] for d in results}
+    header["runs"] = {d: {k: kept[d].get(k) for k in ("command", "code_version", "seconds")}
+                      for d in results}
     md = report.write(results, out, header)
     print(md.read_text().split("\n## ", 1)[0])  # the headline table
     _say(f"report: {md} (+ report.json and PNG plots beside it)")
@@ -275,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crowdflower-sessions", type=int, default=20,
                    help="generated requests per training query")
     p.add_argument("--synthetic-days", type=int, default=3)
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the figures kept in reports/eval/<dataset>.json")
     p.add_argument("--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"])
     p.set_defaults(func=cmd_evaluate)
 
