@@ -254,12 +254,12 @@ def _served(task: Task, artifact, settings: Settings, k: int) -> list[list[str]]
     """The trained mgdspr through the serving path: saved artifact, Milvus collection, ANN search."""
     from indexing import store
     from indexing.build import build_collection
+    from indexing.gate import retrieve
 
     saved = artifact.save(settings.models, 1, task.ds)
     name = build_collection(task.ds, saved, settings)
     with store.connect(settings) as client:
-        hits = store.search(client, name, saved.encode_requests(task.test), k)
-    return [[h["item_id"] for h in row] for row in hits]
+        return retrieve(client, name, saved, task.test, k)
 
 
 def _measure(task: Task, retrieved: list[list[str]]) -> dict:

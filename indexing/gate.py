@@ -39,11 +39,15 @@ def read_eval(ds: str, settings: Settings) -> pa.Table:
                                      "order by request_id", [ds])
 
 
+def retrieve(client, collection: str, artifact: Artifact, requests: pa.Table, k: int) -> list[list[str]]:
+    """The top-k item ids per request: artifact's user tower, then an ANN search of collection."""
+    hits = store.search(client, collection, artifact.encode_requests(requests), k)
+    return [[h["item_id"] for h in row] for row in hits]
+
+
 def evaluate(client, collection: str, artifact: Artifact, requests: pa.Table,
              ks: tuple[int, ...]) -> dict[int, float]:
-    vectors = artifact.encode_requests(requests)
-    hits = store.search(client, collection, vectors, max(ks))
-    retrieved = [[h["item_id"] for h in row] for row in hits]
+    retrieved = retrieve(client, collection, artifact, requests, max(ks))
     return recall_at_k(retrieved, requests.column("clicked_items").to_pylist(), ks)
 
 
