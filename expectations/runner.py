@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import great_expectations as gx
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -101,11 +103,17 @@ def check_landing(ds: str, settings: Settings) -> dict[str, Any]:
     items = _read_parquet(items_path)
     events = _read_parquet(events_path)
     catalogue = items["item_id"].dropna().tolist() if "item_id" in items.columns else []
+    yesterday = (date.fromisoformat(ds) - timedelta(days=1)).isoformat()
+    previous_items = settings.landing_day(yesterday) / "items.parquet"
+    previous_rows = _row_count(previous_items) if previous_items.is_file() else None
 
     context = _context()
     reports = {
         "items": _validate(
-            context, items, suites.landing_items_suite(ds), _display(items_path, settings)
+            context,
+            items,
+            suites.landing_items_suite(ds, previous_rows, settings.max_catalogue_drop),
+            _display(items_path, settings),
         ),
         "events": _validate(
             context,
@@ -167,6 +175,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         connection.execute("set TimeZone = 'UTC'")
         frame = _frame(connection, "select * from read_parquet(?, hive_partitioning = false)", [str(path)])
     except duckdb.Error as error:
+        # DuckDB quotes the invalid value but not its column: name the column(s) for the operator.
+        bad = _invalid_utf8_columns(path) if "UTF8" in str(error) else []
+        if bad:
+            where = f"column{'s' if len(bad) > 1 else ''} {', '.join(bad)}"
+            raise DataQualityError(f"{path}: {where}: strings must be valid UTF-8 ({error})") from error
         raise DataQualityError(f"{path}: cannot be read as Parquet ({error})") from error
     finally:
         connection.close()
@@ -175,6 +188,25 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
             frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
     return frame
+
+
+def _invalid_utf8_columns(path: Path) -> list[str]:
+    table = pq.read_table(path)  # pyarrow reads string columns without validating them
+    bad = []
+    for name in table.column_names:
+        if pa.types.is_string(table[name].type) or pa.types.is_large_string(table[name].type):
+            try:
+                table[name].validate(full=True)
+            except pa.ArrowInvalid:
+                bad.append(name)
+    return bad
+
+
+def _row_count(path: Path) -> int:
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as error:
+        raise DataQualityError(f"{path}: cannot be read as Parquet ({error})") from error
 
 
 def _display(path: Path, settings: Settings) -> str:
@@ -209,17 +241,27 @@ def _validate(context, frame: pd.DataFrame, suite: gx.ExpectationSuite, target: 
     report.evaluated = int(result.statistics["evaluated_expectations"])
     report.successful = int(result.statistics["successful_expectations"])
     failed = [r for r in result.results if not r.success]
-    # A missing column is reported once, not again by every expectation on it.
+    # A missing or mistyped column is reported once, by its schema rule, not again by every
+    # expectation on it (those fail, or raise, for the same reason).
     missing = {
-        r.expectation_config.kwargs.get("column")
+        column
         for r in failed
-        if r.expectation_config.type == "expect_column_to_exist"
+        if r.expectation_config.type == "expect_table_columns_to_match_set"
+        for column in _mismatched(r).get("missing", [])
+    }
+    mistyped = {
+        r.expectation_config.kwargs["column"]
+        for r in failed
+        if r.expectation_config.type == "expect_column_type_to_be"
     }
     failed = [
         r
         for r in failed
-        if r.expectation_config.type == "expect_column_to_exist"
-        or r.expectation_config.kwargs.get("column") not in missing
+        if r.expectation_config.kwargs.get("column") not in missing
+        and (
+            r.expectation_config.type == "expect_column_type_to_be"
+            or r.expectation_config.kwargs.get("column") not in mistyped
+        )
     ]
     # In suite order: schema (columns, types) first, then values.
     order: dict[tuple[str, str], int] = {}
@@ -234,6 +276,11 @@ def _key(config) -> tuple[str, str]:
     return config.type, str(config.kwargs.get("column", config.kwargs.get("column_list")))
 
 
+def _mismatched(result) -> dict[str, list[str]]:
+    """``{"unexpected": [...], "missing": [...]}`` of a failed column-set expectation."""
+    return ((result.result or {}).get("details") or {}).get("mismatched") or {}
+
+
 def _describe(result) -> str:
     config = result.expectation_config
     kwargs = config.kwargs
@@ -241,9 +288,16 @@ def _describe(result) -> str:
         where = f"column {kwargs['column']}"
     elif "column_list" in kwargs:
         where = f"columns {', '.join(kwargs['column_list'])}"
+    elif "column_set" in kwargs:
+        where = "columns"
     else:
         where = "table"
-    return f"{where}: {config.type} failed ({_observed(result)})"
+    observed = _observed(result)
+    # Why a bound is what it is, when the suite says (e.g. the previous day's catalogue size).
+    note = (config.meta or {}).get("note")
+    if note:
+        observed += f"; {note}"
+    return f"{where}: {config.type} failed ({observed})"
 
 
 def _observed(result) -> str:
@@ -269,10 +323,14 @@ def _observed(result) -> str:
                 f"at most {100 * (1 - kwargs['mostly']):.2f}% allowed"
             )
         return text + _expected(kind, kwargs)
+    if kind == "expect_table_columns_to_match_set":
+        return "; ".join(
+            f"{what} column{'s' if len(names) > 1 else ''} {', '.join(map(_fmt, names))}"
+            for what, names in _mismatched(result).items()
+            if names
+        )
     if "observed_value" in details:
         return f"observed {_fmt(details['observed_value'])}" + _expected(kind, kwargs)
-    if kind == "expect_column_to_exist":
-        return "column is missing"
     return "no detail"
 
 

@@ -9,6 +9,7 @@ List columns of the marts are checked through their lengths: the mart queries be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from datetime import date, datetime, time, timedelta
 
@@ -103,13 +104,20 @@ def _suite(name: str, expectations: list[gxe.Expectation]) -> gx.ExpectationSuit
 
 def _schema(columns: dict[str, str]) -> list[gxe.Expectation]:
     return [
-        *(gxe.ExpectColumnToExist(column=column) for column in columns),
+        # Exactly the contract's columns: a missing one breaks the transform, and an extra one is
+        # schema drift upstream that someone should look at before staging silently drops it.
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True),
         *(gxe.ExpectColumnTypeToBe(column=column, type_=type_) for column, type_ in columns.items()),
     ]
 
 
 def _not_null(columns: Collection[str]) -> list[gxe.Expectation]:
     return [gxe.ExpectColumnValuesToNotBeNull(column=column) for column in columns]
+
+
+def _not_blank(columns: Collection[str]) -> list[gxe.Expectation]:
+    # Staging trims these: "" or whitespace would become one shared, meaningless key.
+    return [gxe.ExpectColumnValuesToMatchRegex(column=column, regex=r"\S") for column in columns]
 
 
 def landing_events_suite(
@@ -122,14 +130,15 @@ def landing_events_suite(
     return _suite(
         f"landing_events.{ds}",
         [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
             *_schema(LANDING_EVENT_COLUMNS),
             *_not_null(LANDING_EVENT_COLUMNS),
+            *_not_blank(["request_id", "user_id", "query", "item_id"]),
             gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
             gxe.ExpectColumnValuesToBeBetween(
                 column="event_time", min_value=start, max_value=end, strict_max=True
             ),
             gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0),
-            gxe.ExpectColumnValuesToMatchRegex(column="query", regex=r"\S"),
             gxe.ExpectColumnValuesToBeInSet(
                 column="item_id",
                 value_set=sorted(set(catalogue_item_ids)),
@@ -139,14 +148,33 @@ def landing_events_suite(
     )
 
 
-def landing_items_suite(ds: str) -> gx.ExpectationSuite:
-    """Landing ``items.parquet`` (the catalogue snapshot) of day ``ds``."""
+def landing_items_suite(
+    ds: str,
+    previous_rows: int | None = None,
+    max_drop: float = 0.0,
+) -> gx.ExpectationSuite:
+    """Landing ``items.parquet`` (the catalogue snapshot) of day ``ds``.
+
+    ``previous_rows``: the row count of the previous day's catalogue, when it landed; the day's
+    may be at most ``max_drop`` (a share, ``settings.max_catalogue_drop``) smaller. Half a
+    catalogue gone overnight is far more often a broken export than a real clear-out, and would
+    drop those items from the index.
+    """
+    min_rows, meta = 1, None
+    if previous_rows:
+        # Rounded first: 10 * (1 - 0.3) is 7.000000000000001, which must still allow 7.
+        min_rows = max(1, math.ceil(round(previous_rows * (1 - max_drop), 9)))
+        meta = {
+            "note": f"the previous day's catalogue had {previous_rows} items and may shrink by "
+            f"at most {100 * max_drop:g}% (EBR_MAX_CATALOGUE_DROP)"
+        }
     return _suite(
         f"landing_items.{ds}",
         [
-            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, meta=meta),
             *_schema(LANDING_ITEM_COLUMNS),
             *_not_null(LANDING_ITEM_COLUMNS),
+            *_not_blank(["item_id"]),
             gxe.ExpectColumnValuesToBeUnique(column="item_id"),
             gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),
         ],

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ebr.settings import Settings, load_settings
@@ -21,6 +23,7 @@ from ebr.transform import dbt_build
 from expectations.runner import DataQualityError, MissingInputError, check_landing, check_marts
 
 DS = "2024-05-10"
+PREVIOUS_DS = "2024-05-09"
 EVENTS_FILE = f"landing/ds={DS}/events.parquet"
 ITEMS_FILE = f"landing/ds={DS}/items.parquet"
 
@@ -33,6 +36,7 @@ def make_settings(home: Path) -> Settings:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EBR_HOME", str(home))
         mp.delenv("EBR_EVAL_START_HOUR", raising=False)
+        mp.delenv("EBR_MAX_CATALOGUE_DROP", raising=False)
         return load_settings()
 
 
@@ -76,8 +80,10 @@ def good_events() -> pd.DataFrame:
     return frame
 
 
-def write_landing(settings: Settings, events: pd.DataFrame | None, items: pd.DataFrame | None) -> None:
-    folder = settings.landing_day(DS)
+def write_landing(
+    settings: Settings, events: pd.DataFrame | None, items: pd.DataFrame | None, ds: str = DS
+) -> None:
+    folder = settings.landing_day(ds)
     folder.mkdir(parents=True, exist_ok=True)
     if events is not None:
         events.to_parquet(folder / "events.parquet", index=False)
@@ -199,6 +205,48 @@ def _missing_column(events, items):
     del events["query"]
 
 
+def _set(table: str, column: str, value):
+    """Damage: one value of ``column`` in the events or items becomes ``value``."""
+
+    def damage(events, items):
+        frame = events if table == "events" else items
+        frame[column] = frame[column].astype(object)
+        frame.loc[3, column] = value
+
+    return damage
+
+
+def _empty(table: str):
+    def damage(events, items):
+        frame = events if table == "events" else items
+        frame.drop(frame.index, inplace=True)
+
+    return damage
+
+
+def _extra_column(events, items):
+    events["session_id"] = "s1"
+
+
+def _extra_item_column(events, items):
+    items["colour"] = "red"
+
+
+def _in_the_future(events, items):
+    events.loc[0, "event_time"] = pd.Timestamp("2099-01-01", tz="UTC")
+
+
+def _malformed_time(events, items):
+    # A producer that writes timestamps as text, one of them not even a valid time.
+    events["event_time"] = events["event_time"].dt.strftime("%Y-%m-%d %H:%M")
+    events.loc[0, "event_time"] = "2024-05-10 25:61"
+
+
+def _binary_query(events, items):
+    # Parquet BYTE_ARRAY without the UTF-8 annotation: DuckDB reads it as BLOB, not text.
+    events["query"] = events["query"].str.encode("utf-8")
+
+
 BAD_LANDING = {
     "bad event_type": (
         _bad_event_type,
@@ -238,11 +286,64 @@ BAD_LANDING = {
     ),
     "missing column": (
         _missing_column,
-        [EVENTS_FILE, "column query", "expect_column_to_exist"],
+        [EVENTS_FILE, "columns: expect_table_columns_to_match_set failed (missing column 'query')"],
+    ),
+    "extra column in events": (
+        _extra_column,
+        [EVENTS_FILE, "columns: expect_table_columns_to_match_set failed (unexpected column 'session_id')"],
+    ),
+    "extra column in items": (
+        _extra_item_column,
+        [ITEMS_FILE, "columns: expect_table_columns_to_match_set failed (unexpected column 'colour')"],
+    ),
+    "empty events": (
+        _empty("events"),
+        [EVENTS_FILE, "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])"],
+    ),
+    "empty catalogue": (
+        _empty("items"),
+        [ITEMS_FILE, "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])"],
+    ),
+    "null request_id": (
+        _set("events", "request_id", None),
+        [EVENTS_FILE, "column request_id", "expect_column_values_to_not_be_null", "1 null value"],
+    ),
+    "null item_id": (
+        _set("events", "item_id", None),
+        [EVENTS_FILE, "column item_id", "expect_column_values_to_not_be_null", "1 null value"],
+    ),
+    "blank request_id": (
+        _set("events", "request_id", ""),
+        [EVENTS_FILE, "column request_id", "expect_column_values_to_match_regex", "''"],
+    ),
+    "blank user_id": (
+        _set("events", "user_id", "  "),
+        [EVENTS_FILE, "column user_id", "expect_column_values_to_match_regex", "'  '"],
+    ),
+    "blank item_id": (
+        _set("events", "item_id", "\t"),
+        [EVENTS_FILE, "column item_id", "expect_column_values_to_match_regex", "'\\t'"],
+    ),
+    "blank catalogue item_id": (
+        _set("items", "item_id", " "),
+        [ITEMS_FILE, "column item_id", "expect_column_values_to_match_regex", "' '"],
+    ),
+    "event in the future": (
+        _in_the_future,
+        [EVENTS_FILE, "column event_time", "expect_column_values_to_be_between", "2099-01-01T00:00:00"],
+    ),
+    "malformed event_time": (
+        _malformed_time,
+        [EVENTS_FILE, "column event_time", "expect_column_type_to_be", "expected datetime64"],
+    ),
+    "binary query": (
+        _binary_query,
+        [EVENTS_FILE, "column query", "expect_column_type_to_be", "expected str"],
     ),
 }
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("case", list(BAD_LANDING))
 def test_bad_landing_data_is_named(case: str, tmp_path) -> None:
     damage, expected = BAD_LANDING[case]
@@ -261,6 +362,83 @@ def test_bad_landing_data_is_named(case: str, tmp_path) -> None:
     assert raised.value.summary == report
 
 
+@pytest.mark.reliability
+def test_a_mistyped_column_is_reported_once(tmp_path) -> None:
+    # The value rules on event_time (range, not null) would fail or raise on text as well.
+    settings = make_settings(tmp_path / "ebr")
+    events, items = good_events(), good_items()
+    _malformed_time(events, items)
+    write_landing(settings, events, items)
+    with pytest.raises(DataQualityError) as raised:
+        check_landing(DS, settings)
+    assert raised.value.failures == [
+        f"{EVENTS_FILE}: column event_time: expect_column_type_to_be failed (observed 'str'; expected datetime64)"
+    ]
+
+
+@pytest.mark.reliability
+def test_invalid_utf8_names_the_file_and_column(tmp_path) -> None:
+    settings = make_settings(tmp_path / "ebr")
+    write_landing(settings, None, good_items())
+    table = pa.Table.from_pandas(good_events(), preserve_index=False)
+    raw = [q.encode() for q in table["query"].to_pylist()]
+    raw[7] = b"caf\xe9"  # Latin-1, not UTF-8
+    # A view skips the UTF-8 validation a cast would do: the file holds what a broken producer wrote.
+    query = pa.array(raw, type=pa.binary()).view(pa.string())
+    table = table.set_column(table.schema.get_field_index("query"), "query", query)
+    path = settings.landing_day(DS) / "events.parquet"
+    pq.write_table(table, path)
+
+    with pytest.raises(DataQualityError) as raised:
+        check_landing(DS, settings)
+    assert_names(raised.value, str(path), "column query: strings must be valid UTF-8", "caf")
+
+
+@pytest.mark.reliability
+def test_emoji_and_10_kb_queries_pass_the_landing_check(tmp_path) -> None:
+    # Staging cuts long queries (docs/contracts.md); the landing check must not reject them.
+    settings = make_settings(tmp_path / "ebr")
+    events = good_events()
+    events.loc[0, "query"] = "tênis 👟 corrida 🏃‍♀️"
+    events.loc[1, "query"] = "sapato " * 1500
+    assert len(events.loc[1, "query"].encode()) > 10_000
+    write_landing(settings, events, good_items())
+    assert check_landing(DS, settings)["success"] is True
+
+
+@pytest.mark.reliability
+def test_a_catalogue_that_drops_too_many_items_is_named(tmp_path) -> None:
+    settings = make_settings(tmp_path / "ebr")
+    assert settings.max_catalogue_drop == 0.2
+    today = good_items()  # 20 items
+    yesterday = pd.concat([today, today.assign(item_id=today.item_id + "_old")], ignore_index=True)
+    write_landing(settings, good_events(), today)
+    write_landing(settings, None, yesterday, ds=PREVIOUS_DS)  # 40 items: half of them gone today
+
+    with pytest.raises(DataQualityError) as raised:
+        check_landing(DS, settings)
+    assert_names(
+        raised.value,
+        f"{ITEMS_FILE}: table: expect_table_row_count_to_be_between failed (observed 20; expected [32, +inf]; "
+        "the previous day's catalogue had 40 items and may shrink by at most 20% (EBR_MAX_CATALOGUE_DROP)",
+    )
+    assert raised.value.failures[0].startswith(ITEMS_FILE)
+
+    # Exactly the allowed drop (25 -> 20) passes.
+    write_landing(settings, None, yesterday.head(25), ds=PREVIOUS_DS)
+    assert check_landing(DS, settings)["success"] is True
+
+
+def test_max_catalogue_drop_is_a_share(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("EBR_HOME", str(tmp_path))
+    monkeypatch.setenv("EBR_MAX_CATALOGUE_DROP", "0.5")
+    assert load_settings().max_catalogue_drop == 0.5
+    monkeypatch.setenv("EBR_MAX_CATALOGUE_DROP", "50")
+    with pytest.raises(ValueError, match="EBR_MAX_CATALOGUE_DROP must be in"):
+        load_settings()
+
+
+@pytest.mark.reliability
 def test_missing_landing_file_names_the_path(tmp_path) -> None:
     settings = make_settings(tmp_path / "ebr")
     write_landing(settings, None, good_items())
@@ -270,6 +448,7 @@ def test_missing_landing_file_names_the_path(tmp_path) -> None:
     assert_names(raised.value, str(settings.landing_day(DS) / "events.parquet"), "does not exist")
 
 
+@pytest.mark.reliability
 def test_missing_landing_day_names_the_folder(tmp_path) -> None:
     settings = make_settings(tmp_path / "ebr")
     with pytest.raises(MissingInputError) as raised:
@@ -277,6 +456,7 @@ def test_missing_landing_day_names_the_folder(tmp_path) -> None:
     assert_names(raised.value, str(settings.landing_day(DS)), "does not exist")
 
 
+@pytest.mark.reliability
 def test_unreadable_landing_file_names_the_path(tmp_path) -> None:
     settings = make_settings(tmp_path / "ebr")
     write_landing(settings, None, good_items())
@@ -356,6 +536,8 @@ def test_suites_cover_the_contract_rules() -> None:
         return {(e.expectation_type, getattr(e, "column", None)) for e in suite.expectations}
 
     events = rules(suites.landing_events_suite(DS, ["i01"]))
+    assert ("expect_table_columns_to_match_set", None) in events
+    assert ("expect_table_row_count_to_be_between", None) in events
     for column in suites.LANDING_EVENT_COLUMNS:
         assert ("expect_column_type_to_be", column) in events
         assert ("expect_column_values_to_not_be_null", column) in events
@@ -364,7 +546,7 @@ def test_suites_cover_the_contract_rules() -> None:
         ("expect_column_values_to_be_in_set", "item_id"),
         ("expect_column_values_to_be_between", "event_time"),
         ("expect_column_values_to_be_between", "position"),
-        ("expect_column_values_to_match_regex", "query"),
+        *(("expect_column_values_to_match_regex", c) for c in ("request_id", "user_id", "query", "item_id")),
     } <= events
     items = rules(suites.landing_items_suite(DS))
     assert {("expect_column_values_to_be_unique", "item_id"), ("expect_column_values_to_be_between", "price")} <= items

@@ -20,6 +20,9 @@ from ebr.transform import DBT_PROJECT_DIR, dbt_build
 
 DAY1, DAY2 = "2024-03-01", "2024-03-02"
 EVAL_START_HOUR = 20  # the default of Settings.eval_start_hour
+QUERY_MAX_CHARS = 512  # staging cuts longer queries (docs/contracts.md)
+EMOJI_QUERY = "tênis 👟 corrida 🏃‍♀️"
+LONG_QUERY = "tênis de corrida 👟 " * 600  # 13.8 kB
 
 ACTIONS = ("click", "cart", "purchase")
 ATTRS = {"item": "item_id", "shop": "shop", "leaf": "leaf_category", "brand": "brand"}
@@ -119,6 +122,14 @@ def _pit_scenario() -> dict[str, list[tuple]]:
     return {DAY1: day1, DAY2: day2}
 
 
+def _odd_queries(day: str) -> list[tuple]:
+    """User u_text searches with emoji, then with a 10 kB query, on the morning of `day`."""
+    return [
+        *_request("r-emoji", "u_text", EMOJI_QUERY, _ts(day, "08:00:00"), ["i06", "i07"], ["i07"]),
+        *_request("r-long", "u_text", LONG_QUERY, _ts(day, "09:00:00"), ["i08", "i09"], ["i08"]),
+    ]
+
+
 def _random_day(day: str, rng: random.Random) -> list[tuple]:
     """Background traffic; u1 clicks often enough (> 50 clicks a day) to fill st_items on day 2."""
     queries = [f"query {k}" for k in range(25)]
@@ -153,7 +164,7 @@ def make_landing() -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     pit = _pit_scenario()
     out = {}
     for day in (DAY1, DAY2):
-        rows = _random_day(day, rng) + pit[day]
+        rows = _random_day(day, rng) + (_odd_queries(day) if day == DAY1 else []) + pit[day]
         rows.append(rows[-1])  # an exact duplicate event: staging keeps one
         out[day] = (_events_frame(rows), _catalogue())
     return out
@@ -180,6 +191,7 @@ def reference_events(landing: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> p
         frames.append(frame)
     events = pd.concat(frames, ignore_index=True)
     events["event_time"] = events["event_time"].dt.tz_localize(None)
+    events["query"] = events["query"].str[:QUERY_MAX_CHARS]
     return events.sort_values("event_time").drop_duplicates(["ds", "request_id", "item_id", "event_type"])
 
 
@@ -279,7 +291,12 @@ def test_two_days_accumulate(built: Built) -> None:
     assert (built.settings.home / "dbt" / "logs").is_dir()
 
 
-def test_rerun_of_a_day_is_idempotent(built: Built) -> None:
+@pytest.mark.reliability
+def test_rerun_of_a_day_is_idempotent(built: Built, record_property) -> None:
+    def rows(models: dict[str, list[tuple]]) -> int:
+        return sum(n for days in models.values() for _, n, _ in days)
+
+    record_property("rows_lost", max(0, rows(built.after_two_days) - rows(built.after_rerun)))
     assert built.after_rerun == built.after_two_days
     keys = {
         "stg_events": "ds, request_id, item_id, event_type",
@@ -418,6 +435,38 @@ def test_labels_are_the_strongest_action(built: Built) -> None:
     assert len(labels) > 0
     for row in labels.itertuples():
         assert row.label_event == strongest[(row.request_id, row.item_id)]
+
+
+@pytest.mark.reliability
+def test_queries_keep_emoji_and_are_cut_to_the_contract_length(built: Built) -> None:
+    assert len(LONG_QUERY.encode()) > 10_000
+    rows = query(
+        built.settings,
+        "select request_id, query, past_queries from mart_training_examples where user_id = 'u_text'",
+    )
+    by_request = {r.request_id: r for r in rows.itertuples()}
+    assert by_request["r-emoji"].query == EMOJI_QUERY
+    assert by_request["r-long"].query == LONG_QUERY[:QUERY_MAX_CHARS]
+    assert list(by_request["r-long"].past_queries) == [EMOJI_QUERY]
+
+
+@pytest.mark.reliability
+def test_duplicate_events_are_removed_by_staging(built: Built, tmp_path, monkeypatch) -> None:
+    """Day 1 landed with every event twice, in another order, builds the same models as the
+    landing without them (the shared warehouse's day 1, whose one duplicate staging dropped)."""
+    monkeypatch.setenv("EBR_HOME", str(tmp_path / "ebr"))
+    monkeypatch.delenv("EBR_EVAL_START_HOUR", raising=False)
+    settings = load_settings()
+    events, items = built.landing[DAY1]
+    write_landing(settings, DAY1, pd.concat([events, events]).sample(frac=1, random_state=3), items)
+    dbt_build(DAY1, settings)
+
+    def day1(models: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+        return {model: [row for row in rows if str(row[0]) == DAY1] for model, rows in models.items()}
+
+    expected = day1(built.after_two_days)
+    assert all(expected.values())
+    assert day1(snapshot(settings)) == expected
 
 
 def test_dbt_build_passes_vars_and_env_and_raises_with_dbt_output(tmp_path, monkeypatch) -> None:

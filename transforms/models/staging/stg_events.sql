@@ -1,5 +1,8 @@
 -- The day's events: trimmed, typed, exact duplicates removed. One row per
 -- (request_id, item_id, event_type); the earliest occurrence is kept.
+-- Queries are cut to their first query_max_chars characters (code points): the model reads at
+-- most a few dozen, and a 10 kB query would otherwise be carried through every past_queries list.
+{% set query_max_chars = 512 %}
 
 with source as (
 
@@ -14,7 +17,7 @@ renamed as (
         trim(request_id) as request_id,
         cast(event_time as timestamp) as event_time,
         trim(user_id) as user_id,
-        trim(query) as query,
+        left(trim(query), {{ query_max_chars }}) as query,
         trim(item_id) as item_id,
         trim(event_type) as event_type,
         cast(position as integer) as position
