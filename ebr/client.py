@@ -4,11 +4,14 @@ the collection behind it, and the user's behaviour features from the warehouse."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import unicodedata
 from dataclasses import dataclass
 
+import duckdb
 import pyarrow as pa
+from pymilvus.exceptions import MilvusException
 
 from ebr.settings import Settings
 from ebr.warehouse import reading
@@ -22,6 +25,7 @@ BEHAVIOUR_COLUMNS = (
 RESULT_FIELDS = ["title", "leaf_category", "brand", "shop", "price"]
 MAX_USER_ID = 256
 MAX_FILTER_TEXT = 200
+log = logging.getLogger(__name__)
 
 
 def check_user_id(user_id: str) -> None:
@@ -40,10 +44,16 @@ def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
     check_user_id(user_id)
     if not settings.warehouse.exists():
         return empty
-    with reading(settings.warehouse) as con:
-        row = con.execute(
-            f"select {', '.join(BEHAVIOUR_COLUMNS)} from mart_user_features "
-            "where user_id = ? order by ds desc limit 1", [user_id]).fetchone()
+    try:
+        with reading(settings.warehouse) as con:
+            row = con.execute(
+                f"select {', '.join(BEHAVIOUR_COLUMNS)} from mart_user_features "
+                "where user_id = ? order by ds desc limit 1", [user_id]).fetchone()
+    except duckdb.IOException as e:
+        # DuckDB locks its file while a writer (the day's dbt run) holds it: answering without
+        # personalisation beats failing the search. Services that pass features= never get here.
+        log.warning("user features unavailable (%s): searching without them", e)
+        return empty
     return dict(zip(BEHAVIOUR_COLUMNS, row)) if row else empty
 
 
@@ -92,16 +102,29 @@ def _price(name: str, value: float | None) -> float | None:
 
 
 class RetrievalClient:
-    """Searches the live alias; reloads its encoder whenever the alias has moved."""
+    """Searches the live alias; reloads its encoder whenever the alias has moved.
+
+    Each request resolves the alias once to a concrete collection, encodes with the model version
+    recorded on that collection and searches that collection, not the alias: a promotion or
+    rollback meanwhile cannot pair an encoder with another version's vectors."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._model: Artifact | None = None
 
-    def _encoder(self, client, current: store.CollectionInfo) -> Artifact:
-        if self._model is None or self._model.version != current.model_version:
-            self._model = load_artifact(self.settings.models / f"v{current.model_version}")
-        return self._model
+    def _encoder(self, current: store.CollectionInfo) -> Artifact:
+        """The query encoder of the model that built `current`, checked to be that version.
+        Returned, not read back from self._model: threads sharing this client each keep the
+        model of the collection they resolved."""
+        model = self._model
+        if model is None or model.version != current.model_version:
+            path = self.settings.models / f"v{current.model_version}"
+            model = load_artifact(path)
+            if model.version != current.model_version:
+                raise RuntimeError(f"{path} holds model v{model.version}, not the v{current.model_version} "
+                                   f"that built {current.name}: refusing to pair them")
+            self._model = model
+        return model
 
     def search(self, query: str, user_id: str | None = None, k: int = 10,
                filters: Filters | None = None, features: dict[str, list] | None = None) -> dict:
@@ -123,18 +146,28 @@ class RetrievalClient:
             raise ValueError(f"k must be in [1, 16384], got {k}")
         expr = filters.expression() if filters else ""
         with store.connect(self.settings) as client:
-            current = store.live(client, self.settings.alias)
-            if current is None:
-                raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
-            vectors = self._encoder(client, current).encode_requests(requests)
-            hits = store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS,
-                                expr=expr)
+            try:
+                current, hits = self._search_live(client, requests, k, expr)
+            except (MilvusException, FileNotFoundError) as e:
+                # clean() drops a collection and its model once the alias has left them. A request
+                # that resolved the alias just before it moved can find either gone; the alias
+                # names a complete collection at every instant, so resolving it again serves.
+                log.info("retrying once after %s: %s", type(e).__name__, e)
+                current, hits = self._search_live(client, requests, k, expr)
         return {
             "alias": self.settings.alias, "collection": current.name,
             "model_version": current.model_version, "ds": current.ds,
             "results": [[{"item_id": h["item_id"], "score": round(float(h["distance"]), 4),
                           **{f: h["entity"].get(f) for f in RESULT_FIELDS}} for h in row] for row in hits],
         }
+
+    def _search_live(self, client, requests: pa.Table, k: int,
+                     expr: str) -> tuple[store.CollectionInfo, list[list[dict]]]:
+        current = store.live(client, self.settings.alias)
+        if current is None:
+            raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
+        vectors = self._encoder(current).encode_requests(requests)
+        return current, store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS, expr=expr)
 
 
 def sample_requests(settings: Settings, n: int) -> list[tuple[str, str]]:

@@ -64,12 +64,14 @@ def test_filters_restrict_results_and_reload_follows_the_alias(served):
     assert moved["model_version"] == 2 and moved["collection"].endswith("_v2")
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("injection", ['zed" or brand != "', "zed' or 1==1", 'x") or (price >= 0'])
 def test_filter_text_is_data_not_expression(served, injection):
     result = RetrievalClient(served).search("red shoe", k=30, filters=Filters(brand=injection))
     assert result["results"] == []  # no brand has that name: nothing leaks through
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("filters, message", [
     (Filters(brand="a\x00b"), "control"), (Filters(category=" "), "non-blank"),
     (Filters(brand="x" * 201), "at most"), (Filters(price_min=-1), "price_min"),
@@ -88,3 +90,23 @@ def test_caller_features_replace_the_warehouse_lookup(served):
         client.search("red shoe", k=3, features={"rt_itemz": []})
     with pytest.raises(ValueError, match="k must be"):
         client.search("red shoe", k=0)
+
+
+def test_a_locked_warehouse_serves_without_personalisation(served, caplog):
+    """While another process writes the warehouse (the day's dbt run), DuckDB refuses readers:
+    the search is answered without the user's behaviour instead of failing."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; "
+                               f"con = duckdb.connect({str(served.warehouse)!r}); "
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = RetrievalClient(served).search("red shoe", user_id="u1", k=3)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(result["results"]) == 3
+    assert "user features unavailable" in caplog.text
