@@ -34,7 +34,8 @@ with DAG(
     tags=["ebr"],
 ) as dag:
 
-    @task
+    # The alias pool's one slot: never beside an ebr_daily task; the highest weight: next in line.
+    @task(pool=settings.airflow_pool, priority_weight=1000)
     def rollback(run_id=None, params=None, dag_run=None) -> dict:
         user = params["user"] or dag_run.triggering_user_name or "airflow"
         return stages.rollback(settings, run_id, user=user, reason=params["reason"], to=params["to"] or None)

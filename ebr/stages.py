@@ -61,12 +61,16 @@ def live_model(settings: Settings) -> Path | None:
 
 
 def _version_for(ds: str, settings: Settings, live: Path | None) -> int:
-    """A rerun of a day replaces that day's unpromoted candidate; otherwise the next version."""
+    """A rerun of a day replaces that day's never-promoted candidate; otherwise the next version.
+    A model that ever served keeps its artifact: its collection may be rolled back to, and the
+    client must find the very encoder that built it (a backfill of an old day gets a new version)."""
+    from indexing.promote import history
     from training.artifact import latest_version, load_meta
 
+    served = {entry["model_version"] for entry in history(settings)}
     for path in sorted(settings.models.glob("v*")):
         meta = load_meta(path)
-        if meta and meta["ds"] == ds and path != live:
+        if meta and meta["ds"] == ds and path != live and meta["version"] not in served:
             return int(meta["version"])
     return latest_version(settings.models) + 1
 
@@ -132,3 +136,13 @@ def clean(settings: Settings) -> list[str]:
     from indexing.promote import clean as run
 
     return run(settings)
+
+
+def report(ds: str, settings: Settings, run_id: str) -> str:
+    """The day's report for a person (ebr.run_report): reports/ds=DAY/report.md and its plots."""
+    iso_day(ds)
+    from ebr.run_report import write
+
+    path = write(ds, settings, run_id)
+    log.info("ds=%s stage=report %s", ds, path)
+    return str(path)

@@ -88,7 +88,8 @@ def run_gate(ds: str, candidate: Artifact, live: Artifact | None, settings: Sett
     with store.connect(settings) as client:
         cand = evaluate(client, cand_name, candidate, requests, ks)
         current = store.live(client, settings.alias)
-        live_recall = evaluate(client, settings.alias, live, requests, ks) if current and live else None
+        # The collection the alias resolved to, not the alias: it may move while this runs.
+        live_recall = evaluate(client, current.name, live, requests, ks) if current and live else None
     reasons = decide(cand[settings.gate_k], live_recall[settings.gate_k] if live_recall else None,
                      settings.recall_floor, settings.regression_margin, settings.gate_k)
     report = GateReport(

@@ -33,3 +33,54 @@ def airflow_db() -> Path:
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
     return Path(os.environ["AIRFLOW_HOME"])
+
+
+# ---------------------------------------------------------------------------------------------
+# `make reliability`: the operations cases (tests marked reliability) as one table, by area.
+# Tests add figures with record_property: queries_served, failed_queries, empty_results,
+# version_mismatches (swaps under load) and rows_lost (reruns, crashes).
+
+_FIGURES = ("queries_served", "failed_queries", "empty_results", "version_mismatches", "rows_lost")
+_AREAS = {
+    "test_backfill": "backfills (real scheduler)",
+    "test_transforms": "reruns, staging rules",
+    "test_operations": "rollback, canary, validation",
+    "test_crash_safety": "SIGKILL at each stage",
+    "test_expectations": "bad input",
+    "test_dag_e2e": "bad input through the DAG",
+    "test_swap_under_load": "swaps under load",
+    "test_regression_gate": "regressed candidates",
+    "test_client": "injection into filters",
+}
+_reliability: dict[str, dict[str, int]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if item.get_closest_marker("reliability") is None:
+        return
+    # A case counts once: its call, or the setup that failed before it.
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        area = _reliability.setdefault(item.module.__name__, dict.fromkeys(("cases", "passed", *_FIGURES), 0))
+        area["cases"] += 1
+        area["passed"] += int(report.passed)
+        for name, value in item.user_properties:
+            if name in _FIGURES:
+                area[name] += int(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _reliability:
+        return
+    header = ["area", "cases", "passed", *_FIGURES]
+    rows = [[_AREAS.get(module, module), *(str(v) for v in figures.values())]
+            for module, figures in sorted(_reliability.items())]
+    totals = [sum(int(row[k]) for row in rows) for k in range(1, len(header))]
+    rows.append(["total", *map(str, totals)])
+    terminalreporter.section("reliability")
+    terminalreporter.write_line("| " + " | ".join(header) + " |")
+    terminalreporter.write_line("|" + "---|" * len(header))
+    for row in rows:
+        terminalreporter.write_line("| " + " | ".join(row) + " |")

@@ -42,6 +42,7 @@ from training.artifact import debris, latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.train import train
 
+pytestmark = pytest.mark.reliability
 REPO = Path(__file__).resolve().parent.parent
 DAYS = ["2026-01-01", "2026-01-02"]
 WORDS = [f"w{k}" for k in range(60)]

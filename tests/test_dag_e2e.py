@@ -61,6 +61,13 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
         canary = json.loads((settings.report_day(day) / "canary.json").read_text())
         assert canary["passed"] and canary["requests"] > 0, canary
 
+    # each run leaves a report a person reads: volumes and checks, training curve, gate curves
+    report = (settings.report_day("2026-01-02") / "report.md").read_text()
+    assert "**Promoted** `items_20260102_v2`" in report and "| marts | mart_training_examples |" in report
+    assert f"| {gate['gate_k']} | {gate['candidate_recall'][str(gate['gate_k'])]:.4f} |" in report
+    for plot in ("training.png", "recall.png"):
+        assert (settings.report_day("2026-01-02") / plot).stat().st_size > 5_000
+
     # a query made of an item's own title words finds that item through the alias
     import duckdb
 
@@ -100,6 +107,7 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
         run.run_id, "tester", second.name)
 
 
+@pytest.mark.reliability
 def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, monkeypatch, airflow_db):
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -122,3 +130,6 @@ def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, mon
     report = json.loads((settings.report_day("2026-01-01") / "dq_landing.json").read_text())
     assert not report["success"] and "event_type" in json.dumps(report)
     assert not settings.warehouse.exists() and not settings.models.exists()
+    assert states["report"] == "success"  # the report is written for a failed day too
+    report_md = (settings.report_day("2026-01-01") / "report.md").read_text()
+    assert "Stopped before the gate" in report_md and "'klick'" in report_md

@@ -27,6 +27,8 @@ from training.artifact import load_artifact
 from training.model import MGDSPR
 from training.train import train
 
+pytestmark = pytest.mark.reliability
+
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 WORDS = [f"w{k}" for k in range(60)]
 ITEMS = [f"i{k}" for k in range(40)]
@@ -310,3 +312,14 @@ def test_canary_day_uses_the_first_requests_in_request_order(ops):
     baseline = json.loads((ops.report_day(DAYS[0]) / "canary_baseline.json").read_text())
     assert baseline["request_ids"] == [f"e{k:03d}" for k in range(20)]
     assert baseline["collection"] == _live(ops) and baseline["k"] == 5
+
+
+def test_a_rerun_replaces_only_a_candidate_that_never_served(ops):
+    _serve(ops, 1)
+    _serve(ops, 2)
+    live = stages.live_model(ops)
+    assert live == ops.models / "v2"
+    # day 3's v3 never served: a rerun of day 3 replaces it
+    assert stages._version_for(DAYS[2], ops, live) == 3
+    # day 1's v1 served (and its collection may be rolled back to): a backfill of day 1 gets v4
+    assert stages._version_for(DAYS[0], ops, live) == 4
