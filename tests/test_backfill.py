@@ -18,7 +18,7 @@ from indexing import store
 from indexing.promote import history
 from training.artifact import load_meta
 
-pytestmark = [pytest.mark.slow, pytest.mark.scheduler, pytest.mark.reliability]
+pytestmark = [pytest.mark.slow, pytest.mark.scheduler, pytest.mark.long, pytest.mark.reliability]
 DAYS = ["2026-01-01", "2026-01-02"]
 
 
