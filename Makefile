@@ -6,7 +6,7 @@ export EBR_HOME ?= $(CURDIR)/.ebr
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 DAYS ?= 3
 
-.PHONY: venv demo test eval bench reliability clean
+.PHONY: venv demo test eval reliability clean
 
 $(BIN)/ebr: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,10 +22,6 @@ demo: venv
 # Quality on real logs (../shared/data) and synthetic data against baselines: EBR_HOME/reports/eval/
 eval: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr evaluate
-
-# Stage times, throughputs and memory per profile against same-run baselines: EBR_HOME/reports/bench/
-bench: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr bench
 
 # Backfills, reruns, bad input, crashes, swaps under load, regressed candidates: a table at the end.
 reliability: venv

@@ -84,8 +84,10 @@ def cmd_demo(args, settings: Settings) -> None:
     _say(f"1/4 generating {args.days} days of synthetic search logs (profile {args.profile}, seed {settings.seed})")
     args.start = settings.start_date
     cmd_generate(args, settings)
-    _say("2/4 migrating the Airflow metadata database (SQLite)")
+    _say(f"2/4 migrating the Airflow metadata database (SQLite), pool {settings.airflow_pool}")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(["airflow", "pools", "set", settings.airflow_pool, "1", "one writer at a time"],
+                   env=env, check=True, capture_output=True)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for k in range(args.days):
