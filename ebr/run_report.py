@@ -67,7 +67,8 @@ def _outcome(gate: dict | None, promoted: list[dict], canary: dict | None) -> st
         return f"**Refused by the gate**: {'; '.join(gate['reasons'])}. The alias did not move."
     if canary and not canary["passed"]:
         return "**Promoted, then moved back by the canary.**"
-    if any(m["action"] == "promote" for m in promoted):
+    # A rerun of a day keeps its run id: only a promotion of this very candidate counts.
+    if any(m["action"] == "promote" and m["collection"] == gate["candidate_collection"] for m in promoted):
         return f"**Promoted** `{gate['candidate_collection']}`."
     return "Blessed, **not promoted** (older than the live model's day, or promotion did not run)."
 

@@ -152,5 +152,9 @@ class AirflowStandalone:
             headers["Authorization"] = f"Bearer {token}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:  # say what the API answered, not just its code
+            error.msg = f"{error.msg}: {error.read().decode(errors='replace')[:2000]}"
+            raise
