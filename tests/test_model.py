@@ -6,11 +6,22 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ebr.settings import ModelConfig
 from training import features, text
 from training.features import LT_COLUMNS
-from training.model import MGDSPR, attend, grow_from, query_units, retrieval_loss
+from training.model import (
+    MGDSPR,
+    _bag_mean,
+    _first_output,
+    attend,
+    fusion_tokens,
+    grow_from,
+    query_units,
+    retrieval_loss,
+)
+from training.optim import LazyAdam, optimisers
 from training.vocab import PAD, UNK, Vocab, Vocabs
 
 CFG = ModelConfig(
@@ -93,9 +104,12 @@ def test_features_pad_to_batch_longest_and_truncate(rows, vocabs):
     sizes = vocabs.sizes()
     unseen = request_table([{"user_id": "u9", "query": "zzz"}])
     encoded = features.requests(unseen, vocabs, CFG, grow=False)
-    assert encoded.user == [UNK] and encoded.words == [[UNK]] and vocabs.sizes() == sizes
+    unseen_batch = encoded.batch([0])
+    assert unseen_batch.user.tolist() == [UNK] and unseen_batch.words.tolist() == [[UNK]]
+    assert vocabs.sizes() == sizes
     # DuckDB may hand over pandas (list cells as numpy arrays): same features.
-    assert features.requests(rows.to_pandas(), vocabs, CFG, grow=False) == reqs
+    from_pandas = features.requests(rows.to_pandas(), vocabs, CFG, grow=False).batch([0, 1])
+    assert all(torch.equal(getattr(from_pandas, f), getattr(b, f)) for f in b.__dataclass_fields__)
 
 
 def test_shapes_of_every_branch(rows, vocabs):
@@ -132,6 +146,22 @@ def test_empty_history_contributes_nothing(rows, vocabs):
     assert attend(q, -2 * torch.ones(1, 3, 4), torch.ones(1, 3, dtype=torch.bool)).abs().max() < 0.2
 
 
+def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
+    """Length groups, the [CLS]-only fusion and pooling over distinct ids only skip work."""
+    model = model_for(vocabs)
+    b = features.requests(rows, vocabs, CFG, grow=False).batch([0, 1, 1, 0, 1])  # 3 groups
+    with torch.no_grad():
+        Q = model.query_unit(b)
+        assert torch.allclose(model.real_time(b, Q), model._real_time(b.rt, Q), atol=1e-6)
+        assert torch.allclose(model.short_term(b, Q), model._short_term(b.st, Q), atol=1e-6)
+        x = torch.randn(3, fusion_tokens(CFG), CFG.dim)
+        assert torch.allclose(_first_output(model.fusion, x), model.fusion(x)[:, 0], atol=1e-5)
+        table, ids = model.emb["shop"], b.lt[:, 1]  # [B, actions, L]
+        plain = F.embedding_bag(ids.reshape(-1, ids.shape[-1]), table.weight, mode="mean",
+                                padding_idx=PAD).view(*ids.shape[:-1], -1)
+        assert torch.allclose(_bag_mean(table, ids), plain, atol=1e-7)
+
+
 def test_loss_masks_own_positive_and_hard_negatives_switch():
     torch.manual_seed(0)
     B, S, d = 4, 6, 8
@@ -164,7 +194,7 @@ def test_loss_decreases_on_tiny_problem(rows, vocabs):
     reqs = features.requests(rows, vocabs, CFG, grow=False).batch([0, 1])
     pos, neg = items.batch([0, 1]), items.batch([2, 3])
     cfg = ModelConfig(dim=CFG.dim, hard_negatives=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opts = optimisers(model, lr=1e-2)
     gen = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(8):
@@ -173,11 +203,27 @@ def test_loss_decreases_on_tiny_problem(rows, vocabs):
             user, model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg, gen
         )
         assert torch.isfinite(loss)
-        opt.zero_grad()
+        for opt in opts:
+            opt.zero_grad()
         loss.backward()
-        opt.step()
+        for opt in opts:
+            opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.7
+
+
+def test_lazy_adam_is_sparse_adam():
+    torch.manual_seed(0)
+    ours, theirs = (nn.Embedding(10, 4, sparse=True) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    opts = LazyAdam(ours.parameters(), lr=0.1), torch.optim.SparseAdam(theirs.parameters(), lr=0.1)
+    for ids in ([1, 2, 2, 5], [5, 7], [1, 2, 2, 5]):  # repeats, and rows left out of a step
+        for table, opt in zip((ours, theirs), opts):
+            opt.zero_grad()
+            table(torch.tensor(ids)).pow(2).sum().backward()
+            opt.step()
+    assert torch.allclose(ours.weight, theirs.weight, atol=1e-6)
+    assert torch.equal(ours.weight[[0, 3]], theirs.weight[[0, 3]])  # never touched: unchanged
 
 
 def test_grow_from_keeps_old_rows_and_adds_new(rows, vocabs):
@@ -247,7 +293,7 @@ def test_every_variant_trains_a_step_with_all_its_parameters(name, rows, vocabs)
     assert query_units(cfg) == units and model.query_unit(b).shape == (2, units, cfg.dim)
     pos, neg = items.batch([0, 1]), items.batch([2])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opts = optimisers(model, lr=1e-2)
     loss = retrieval_loss(
         model.user_tower(b), model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg
     )
@@ -255,7 +301,8 @@ def test_every_variant_trains_a_step_with_all_its_parameters(name, rows, vocabs)
     # No module is built that the variant never reads: every parameter gets a gradient.
     unused = [k for k, p in model.named_parameters() if p.grad is None]
     assert unused == []
-    opt.step()
+    for opt in opts:
+        opt.step()
     assert torch.isfinite(loss) and not torch.equal(before["fusion_pos"], model.fusion_pos)
     # Warm starts work between models of the same variant, and refuse another variant.
     same = MGDSPR(cfg, vocabs.sizes())

@@ -1,6 +1,7 @@
 """Mart rows -> id lists -> padded id tensors.
 
-Rows are tokenised and mapped to ids once (`requests`, `items`); `batch` then pads a set of rows
+Rows are tokenised and mapped to ids once (`requests`, `items`), column by column with pyarrow and
+numpy (a Python loop per row costs more than the training step); `batch` then pads a set of rows
 to the longest sequence among them (not to the configured maximum), so short histories stay cheap.
 Vocabularies grow only when `grow` is set (training); at inference unknown tokens map to UNK.
 """
@@ -12,13 +13,14 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
 from ebr.settings import ModelConfig
 
 from . import text
-from .vocab import PAD, Vocabs
+from .vocab import PAD, Vocab, Vocabs
 
 ATTRS = ("item", "shop", "leaf", "brand")  # long-term attributes, each with its own table
 ACTIONS = ("click", "cart", "purchase")
@@ -51,77 +53,111 @@ class ItemBatch:
 
 
 @dataclass
+class Ragged:
+    """Id lists stored flat, so batches pad them with array ops: list k is
+    values[starts[k] : starts[k] + lens[k]]."""
+
+    values: np.ndarray  # int32: ids of every list
+    starts: np.ndarray  # int64 [lists]
+    lens: np.ndarray  # int64 [lists]
+
+    def pad(self, lists: np.ndarray) -> np.ndarray:
+        """The lists indexed by `lists` (any shape), right-padded with PAD to the longest of them:
+        [*lists.shape, longest] (at least 1 long, so an all-empty batch keeps a masked position)."""
+        flat = lists.ravel()
+        lens = self.lens[flat]
+        out = np.full((len(flat), max(1, lens.max(initial=0))), PAD, dtype=np.int64)
+        out[np.repeat(np.arange(len(flat)), lens), _ranges(np.zeros_like(lens), lens)] = (
+            self.values[_ranges(self.starts[flat], lens)]
+        )
+        return out.reshape(*lists.shape, out.shape[1])
+
+
+@dataclass
 class Requests:
-    user: list[int]
-    words: list[list[int]]
-    char1: list[list[int]]
-    char2: list[list[int]]
-    past: list[list[list[int]]]
-    rt: list[list[int]]
-    st: list[list[int]]
-    lt: list[list[list[int]]]  # per row the LT_COLUMNS lists, in that order
+    user: np.ndarray  # [n]
+    words: Ragged  # list r: row r's query words
+    char1: Ragged
+    char2: Ragged
+    # Fixed slots: list r * past_slots + j is row r's j-th kept past query (oldest first; empty
+    # past the row's count), so a batch's past queries are one pad of a [B, past_slots] grid.
+    past: Ragged
+    past_slots: int
+    rt: Ragged
+    st: Ragged
+    lt: Ragged  # list r * len(LT_COLUMNS) + k: row r's LT_COLUMNS[k]
 
     def __len__(self) -> int:
         return len(self.user)
 
     def batch(self, idx: Sequence[int]) -> RequestBatch:
-        def pick(rows):
-            return [rows[i] for i in idx]
-
+        idx = np.asarray(idx, dtype=np.int64)
+        past = self.past.pad(idx[:, None] * self.past_slots + np.arange(self.past_slots))
+        # Trim the grid to the batch's last used slot: the slots after it hold no word and are
+        # masked as empty queries anyway.
+        used = np.flatnonzero((past != PAD).any(axis=(0, 2)))
+        lt = self.lt.pad(idx[:, None] * len(LT_COLUMNS) + np.arange(len(LT_COLUMNS)))
         return RequestBatch(
-            user=torch.tensor(pick(self.user), dtype=torch.long),
-            words=_pad2(pick(self.words)),
-            char1=_pad2(pick(self.char1)),
-            char2=_pad2(pick(self.char2)),
-            past=_pad3(pick(self.past)),
-            rt=_pad2(pick(self.rt)),
-            st=_pad2(pick(self.st)),
-            lt=_pad3(pick(self.lt)).view(len(idx), len(ATTRS), len(ACTIONS), -1),
+            user=torch.from_numpy(self.user[idx].astype(np.int64)),
+            words=torch.from_numpy(self.words.pad(idx)),
+            char1=torch.from_numpy(self.char1.pad(idx)),
+            char2=torch.from_numpy(self.char2.pad(idx)),
+            past=torch.from_numpy(past[:, : used[-1] + 1 if len(used) else 1]),
+            rt=torch.from_numpy(self.rt.pad(idx)),
+            st=torch.from_numpy(self.st.pad(idx)),
+            lt=torch.from_numpy(lt.reshape(len(idx), len(ATTRS), len(ACTIONS), lt.shape[-1])),
         )
 
 
 @dataclass
 class Items:
-    item: list[int]
-    title: list[list[int]]
+    item: np.ndarray  # [n]
+    title: Ragged
 
     def __len__(self) -> int:
         return len(self.item)
 
     def batch(self, idx: Sequence[int]) -> ItemBatch:
-        return ItemBatch(
-            torch.tensor([self.item[i] for i in idx], dtype=torch.long),
-            _pad2([self.title[i] for i in idx]),
-        )
+        idx = np.asarray(idx, dtype=np.int64)
+        item = torch.from_numpy(self.item[idx].astype(np.int64))
+        return ItemBatch(item, torch.from_numpy(self.title.pad(idx)))
 
 
 def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
     """Rows with REQUEST_COLUMNS (mart_training_examples, mart_eval_examples, live requests)."""
     col = _columns(table)
     queries = col("query")
-    grams = [text.char_ngrams(q) for q in queries]
-
-    def words(q: str) -> list[int]:
-        return vocabs.word.encode(text.words(q)[: cfg.max_words], grow)
-
+    P = cfg.past_queries
+    # Encoded column by column in this order, so that new ids are handed out in it.
+    user = _encode_values(vocabs.user, col("user_id"), grow)
+    words = _encode(vocabs.word, _tokens(queries, text.words, cfg.max_words), grow)
+    char1 = _encode(vocabs.char1, _tokens(queries, _char1, cfg.max_chars), grow)
+    char2 = _encode(vocabs.char2, _tokens(queries, _char2, cfg.max_chars), grow)
     # Lists are oldest first: truncation keeps the most recent end.
-    lt_lists = {(attr, action): col(f"lt_{action}_{attr}") for attr in ATTRS for action in ACTIONS}
+    past = _last(col("past_queries"), P)
+    past_words = _encode(vocabs.word, _tokens(past.flatten(), text.words, cfg.max_words), grow)
+    rt = _encode(vocabs.item, _last(col("rt_items"), cfg.rt_len), grow)
+    st = _encode(vocabs.item, _last(col("st_items"), cfg.st_len), grow)
+    lt = [
+        _encode(getattr(vocabs, attr), _last(col(f"lt_{action}_{attr}"), cfg.lt_len), grow)
+        for attr in ATTRS
+        for action in ACTIONS
+    ]
+    # Scatter each row's past queries into its fixed slots.
+    count = np.diff(past.offsets.to_numpy())
+    slots = _ranges(np.arange(len(count)) * P, count)
+    past_starts, past_lens = np.zeros(len(count) * P, np.int64), np.zeros(len(count) * P, np.int64)
+    past_starts[slots], past_lens[slots] = past_words.starts, past_words.lens
     return Requests(
-        user=vocabs.user.encode(col("user_id"), grow),
-        words=[words(q) for q in queries],
-        char1=[vocabs.char1.encode(g1[: cfg.max_chars], grow) for g1, _ in grams],
-        char2=[vocabs.char2.encode(g2[: cfg.max_chars], grow) for _, g2 in grams],
-        past=[[words(p) for p in ps[-cfg.past_queries :]] for ps in col("past_queries")],
-        rt=[vocabs.item.encode(s[-cfg.rt_len :], grow) for s in col("rt_items")],
-        st=[vocabs.item.encode(s[-cfg.st_len :], grow) for s in col("st_items")],
-        lt=[
-            [
-                getattr(vocabs, attr).encode(lt_lists[attr, action][r][-cfg.lt_len :], grow)
-                for attr in ATTRS
-                for action in ACTIONS
-            ]
-            for r in range(len(queries))
-        ],
+        user=user,
+        words=words,
+        char1=char1,
+        char2=char2,
+        past=Ragged(past_words.values, past_starts, past_lens),
+        past_slots=P,
+        rt=rt,
+        st=st,
+        lt=_interleave(lt),
     )
 
 
@@ -129,38 +165,93 @@ def items(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Items:
     """Rows with item_id and title (mart_item_corpus)."""
     col = _columns(table)
     return Items(
-        item=vocabs.item.encode(col("item_id"), grow),
-        title=[vocabs.word.encode(text.words(t)[: cfg.max_words], grow) for t in col("title")],
+        item=_encode_values(vocabs.item, col("item_id"), grow),
+        title=_encode(vocabs.word, _tokens(col("title"), text.words, cfg.max_words), grow),
     )
 
 
 def positives(table, corpus: Items, vocabs: Vocabs, grow: bool) -> Items:
-    """The item of each training example, with its title taken from the day's corpus."""
-    title_of = dict(zip(corpus.item, corpus.title))
-    ids = vocabs.item.encode(_columns(table)("item_id"), grow)
-    return Items(ids, [title_of.get(i, []) for i in ids])
+    """The item of each training example, with its title taken from the day's corpus (none when
+    the item is not in it)."""
+    ids = _encode_values(vocabs.item, _columns(table)("item_id"), grow)
+    row = np.full(len(vocabs.item), -1)
+    row[corpus.item] = np.arange(len(corpus))
+    r = row[ids]
+    known = r >= 0
+    title = corpus.title
+    starts = np.where(known, title.starts[r], 0)
+    return Items(ids, Ragged(title.values, starts, np.where(known, title.lens[r], 0)))
 
 
 def _columns(table):
-    """Column reader for a pyarrow Table or RecordBatch, or a pandas DataFrame."""
+    """Column reader (one pyarrow Array) for a pyarrow Table or RecordBatch, or a pandas
+    DataFrame."""
     if not isinstance(table, (pa.Table, pa.RecordBatch)):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    return lambda name: table.column(name).to_pylist()
+
+    def column(name: str) -> pa.Array:
+        c = table.column(name)
+        return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+
+    return column
 
 
-# Padded tensors are at least 1 long so that an all-empty batch still has a (masked) position.
-def _pad2(rows: list[list[int]]) -> Tensor:
-    out = np.full((len(rows), max(1, max(map(len, rows), default=0))), PAD, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out)
+def _encode_values(vocab: Vocab, tokens: pa.Array, grow: bool) -> np.ndarray:
+    """Vocabulary ids of tokens: one look-up per distinct token, in order of first sight (the
+    order Vocab hands out new ids in). A missing token is "", which Vocab maps to UNK."""
+    tokens = pc.fill_null(tokens.cast(pa.string()), "")
+    distinct = pc.unique(tokens)
+    ids = np.array(vocab.encode(distinct.to_pylist(), grow), dtype=np.int32)
+    return ids[pc.index_in(tokens, value_set=distinct).to_numpy()]
 
 
-def _pad3(rows: list[list[list[int]]]) -> Tensor:
-    depth = max(1, max(map(len, rows), default=0))
-    width = max(1, max((len(s) for r in rows for s in r), default=0))
-    out = np.full((len(rows), depth, width), PAD, dtype=np.int64)
-    for i, r in enumerate(rows):
-        for j, s in enumerate(r):
-            out[i, j, : len(s)] = s
-    return torch.from_numpy(out)
+def _encode(vocab: Vocab, lists: pa.ListArray, grow: bool) -> Ragged:
+    """The vocabulary ids of each list's tokens."""
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    lens = np.diff(offsets)
+    return Ragged(_encode_values(vocab, lists.flatten(), grow), offsets[:-1] - offsets[0], lens)
+
+
+def _last(lists: pa.Array, keep: int) -> pa.ListArray:
+    """Each list cut to its last `keep` elements (lists are oldest first)."""
+    lists = lists.cast(pa.list_(pa.string()))  # an all-empty column arrives as list<null>
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    lens = np.minimum(np.diff(offsets), keep)
+    kept = _ranges(offsets[1:] - lens, lens)
+    return pa.ListArray.from_arrays(_offsets(lens), lists.values.take(kept))
+
+
+def _tokens(texts: pa.Array, split, limit: int) -> pa.ListArray:
+    """split(text)[:limit] of each text, computed once per distinct text (queries and titles
+    repeat a lot within a day)."""
+    distinct = pc.unique(texts)
+    pieces = pa.array([split(t)[:limit] for t in distinct.to_pylist()], pa.list_(pa.string()))
+    return pieces.take(pc.index_in(texts, value_set=distinct))
+
+
+def _char1(query: str) -> tuple[str, ...]:
+    return text.char_ngrams(query)[0]
+
+
+def _char2(query: str) -> tuple[str, ...]:
+    return text.char_ngrams(query)[1]
+
+
+def _interleave(parts: list[Ragged]) -> Ragged:
+    """One Ragged whose list r * len(parts) + k is list r of parts[k] (all with the same lists)."""
+    base = np.cumsum([0] + [len(p.values) for p in parts[:-1]])
+    return Ragged(
+        np.concatenate([p.values for p in parts]),
+        np.stack([p.starts + b for p, b in zip(parts, base)], axis=1).ravel(),
+        np.stack([p.lens for p in parts], axis=1).ravel(),
+    )
+
+
+def _offsets(lens: np.ndarray) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The concatenated ranges starts[k] .. starts[k] + lens[k] - 1."""
+    ends = np.cumsum(lens)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)

@@ -21,6 +21,7 @@ from ebr.warehouse import reading
 from . import features
 from .artifact import Artifact, load_artifact
 from .model import MGDSPR, grow_from, retrieval_loss
+from .optim import optimisers
 from .vocab import UNK, Vocabs
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 # or more): the day then trains all its epochs without validation.
 MIN_VALIDATION = 50
 ENCODE_BATCH = 1024  # rows per forward pass when encoding for validation (no gradients kept)
+# Intra-op threads while training. The machine has 2 cores shared with Airflow, dbt and Milvus:
+# with 2 threads each of a step's ~thousand ops waits at a barrier for whichever core another
+# process holds, and steps ran 3-7x slower than on 1 thread (measured on a medium day).
+TRAIN_THREADS = 1
 
 
 def train(
@@ -48,6 +53,15 @@ def train(
     improvement and the artifact holds the best epoch's weights. Without `validation`, the newest
     cfg.validation_share of examples is held out (when that is at least MIN_VALIDATION rows).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train(examples, corpus, cfg, base, seed, validation, log_every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact:
     if len(examples) == 0 or len(corpus) == 0:
         raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
     if validation is None:
@@ -70,7 +84,7 @@ def train(
         grow_from(model, base.model.state_dict())
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opts = optimisers(model, cfg.lr)
     n = len(requests)
     log.info("training on %d examples (%d held out), %d items, %d parameters, %s", n,
              len(held_out.requests) if held_out else 0, len(items), _params(model), device)
@@ -80,7 +94,7 @@ def train(
     start, train_seconds = time.perf_counter(), 0.0
     for epoch in range(cfg.epochs):
         tick = time.perf_counter()
-        losses.append(_epoch(model, opt, requests, positives, items, cfg, gen, device, steps))
+        losses.append(_epoch(model, opts, requests, positives, items, cfg, gen, device, steps))
         epoch_seconds = time.perf_counter() - tick
         train_seconds += epoch_seconds
         recall = held_out.recall(model, items, cfg.validation_k, device) if held_out else None
@@ -123,7 +137,7 @@ def train(
 
 def _epoch(
     model: MGDSPR,
-    opt: torch.optim.Optimizer,
+    opts: list[torch.optim.Optimizer],
     requests: features.Requests,
     positives: features.Items,
     items: features.Items,
@@ -146,9 +160,11 @@ def _epoch(
         loss = retrieval_loss(
             user, model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg, gen
         )
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for opt in opts:
+            opt.step()
         value = loss.item()
         total += value * len(idx)
         steps.add(value, len(idx))
@@ -183,7 +199,7 @@ class _Validation:
     def of(cls, table, corpus: features.Items, vocabs: Vocabs, cfg: ModelConfig) -> _Validation:
         targets = features.positives(table, corpus, vocabs, grow=False).item
         requests = features.requests(table, vocabs, cfg, grow=False)
-        return cls(requests, torch.tensor(targets, dtype=torch.long))
+        return cls(requests, torch.from_numpy(targets.astype("int64")))
 
     def recall(self, model: MGDSPR, items: features.Items, k: int, device: str) -> float:
         """Exact Recall@k: the share of requests whose item is among the k corpus items with the
@@ -191,7 +207,7 @@ class _Validation:
         model.eval()
         with torch.no_grad():
             corpus = _encode_items(model, items, device)  # [N, d]
-            corpus_ids = torch.tensor(items.item, device=device)
+            corpus_ids = torch.from_numpy(items.item.astype("int64")).to(device)
             k = min(k, len(items))
             hits = 0
             for i in range(0, len(self.requests), ENCODE_BATCH):

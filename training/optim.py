@@ -1,0 +1,52 @@
+"""Optimisers: Adam for the dense layers, lazy Adam for the sparse id tables."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def optimisers(model: nn.Module, lr: float) -> list[torch.optim.Optimizer]:
+    """LazyAdam for the parameters that get sparse gradients (the id tables), Adam for the rest."""
+    sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    tables = [p for p in model.parameters() if id(p) in sparse]
+    rest = [p for p in model.parameters() if id(p) not in sparse]
+    return [LazyAdam(tables, lr=lr), torch.optim.Adam(rest, lr=lr)]
+
+
+class LazyAdam(torch.optim.Optimizer):
+    """torch.optim.SparseAdam's update: Adam on the rows a step's sparse gradient touched, the
+    other rows (and their moments) left as they are; so a step costs what the batch touched, not
+    the whole vocabulary.
+
+    Done with row gathers and scatters on dense moment tables: SparseAdam's sparse-tensor
+    arithmetic took ~110 ms a step on a medium day's ~20k touched rows, this ~20 ms (measured).
+    """
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.coalesce()  # one row per id, repeated lookups summed
+                rows, g = grad.indices()[0], grad.values()
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p),
+                                 exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                m = state["exp_avg"].index_select(0, rows).lerp_(g, 1 - beta1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2)
+                v.addcmul_(g, g, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                step = state["step"]
+                size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-size)
