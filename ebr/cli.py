@@ -251,6 +251,33 @@ def cmd_evaluate(args, settings: Settings) -> None:
     _say(f"report: {md} (+ report.json and PNG plots beside it)")
 
 
+def cmd_bench(args, settings: Settings) -> None:
+    from benchmarks import report, run
+    from ebr.synthetic import PROFILES
+    from indexing.promote import code_version
+
+    out = settings.reports / "bench"
+    if not args.report_only:
+        for profile in args.profile or run.DEFAULT_PROFILES:
+            home = run.bench_settings(settings, profile).home
+            _say(f"benchmarking {profile}: {args.days} days from an empty {home}")
+            result = run.run(settings, profile, args.days, args.train_sample)
+            # Each profile's figures are kept as they come; the report is rebuilt from every
+            # profile measured so far, so `--profile X` refreshes X's section and keeps the others.
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{profile}.json").write_text(json.dumps(
+                {"command": "ebr " + " ".join(args.argv), "code_version": code_version(),
+                 "result": result}, default=str))
+    kept = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem in PROFILES}
+    if not kept:
+        sys.exit(f"ebr bench: no benchmark figures under {out}: run without --report-only first")
+    header = {"runs": {p: {k: v for k, v in saved.items() if k != "result"}
+                       for p, saved in kept.items()}}
+    md = report.write({p: saved["result"] for p, saved in kept.items()}, out, header)
+    print(md.read_text().split("\n## Plots", 1)[0])
+    _say(f"report: {md} (+ report.json and PNG plots beside it)")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="ebr", description=__doc__)
@@ -284,6 +311,29 @@ def main(argv: list[str] | None = None) -> None:
                    help="rebuild the report from the figures kept in reports/eval/<dataset>.json")
     p.add_argument("--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"])
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "bench", help="benchmark the real stages on synthetic days at marketplace sizes; report "
+        "under EBR_HOME/reports/bench/",
+        description="Generates synthetic days per profile into EBR_HOME/bench/<profile>/ (its own "
+        "warehouse, models and Milvus Lite file, emptied first: never what serves), runs every "
+        "stage of every day in its own process (wall time, throughput, peak memory), then the "
+        "baselines (exact search, the machine's matrix-multiply FLOP/s, training from scratch, "
+        "serving latency), and writes report.md, report.json and PNG plots under "
+        "EBR_HOME/reports/bench/. Profiles: small (~95k events/day, 2k items), medium (~1M "
+        "events/day, 200k items), large (~10M events/day, 1M items).")
+    p.add_argument("--profile", action="append", choices=["tiny", "small", "medium", "large"],
+                   help="repeatable (default: small, medium and large)")
+    p.add_argument("--days", type=int, default=3,
+                   help="days per profile (default 3; 3 or more extrapolates the day-30 cost, 30 "
+                   "measures it)")
+    p.add_argument("--train-sample", type=int, metavar="N",
+                   help="train each day on its first N examples only (default: 100000 at large, "
+                   "where a whole day would train for hours on 2 cores; all examples elsewhere); "
+                   "the report gives the rate and the extrapolated full-day time")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the figures kept in reports/bench/<profile>.json")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("status", help="the live alias, its collection, model version, day and gate figures")
     p.add_argument("--json", action="store_true")

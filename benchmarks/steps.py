@@ -1,0 +1,148 @@
+"""The day's steps as the benchmark runs them, each in its own process (benchmarks.child): the
+real stage function of ebr.stages, with probes timing the calls inside it that the report breaks
+its time into (encoding, inserting, index building, searching)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+
+from ebr import stages
+from ebr.settings import Settings
+
+
+def spread(table: pa.Table, n: int | None) -> pa.Table:
+    """n rows evenly spaced over the table (all of it when n is None or larger), in its order:
+    a sample of a day's examples that spans the day, so its sequence lengths are the day's
+    (histories grow through the day) and its newest rows are still the last ones."""
+    if n is None or n >= table.num_rows:
+        return table
+    return table.take(np.linspace(0, table.num_rows - 1, n).astype(np.int64))
+
+
+@contextmanager
+def probes(spec: dict[str, tuple[object, str, Callable | None]]) -> Iterator[dict[str, dict]]:
+    """Wraps owner.attr for each name -> (owner, attr, count) while the block runs; yields per
+    name the seconds spent in it, its calls and `count(args, result)` summed (rows handled)."""
+    figures = {name: {"s": 0.0, "calls": 0, "n": 0} for name in spec}
+    originals = []
+    for name, (owner, attr, count) in spec.items():
+        original = getattr(owner, attr)
+
+        def timed(*args, _original=original, _f=figures[name], _count=count, **kwargs):
+            tick = time.perf_counter()
+            result = _original(*args, **kwargs)
+            _f["s"] += time.perf_counter() - tick
+            _f["calls"] += 1
+            _f["n"] += _count(args, result) if _count else 0
+            return result
+
+        setattr(owner, attr, timed)
+        originals.append((owner, attr, original))
+    try:
+        yield figures
+    finally:
+        for owner, attr, original in reversed(originals):
+            setattr(owner, attr, original)
+
+
+def generate_day(landing, ds: str, start: str, profile: str, seed: int) -> dict:
+    from ebr.synthetic import PROFILES, day_parts, write_day
+
+    events, items = day_parts(date.fromisoformat(ds), date.fromisoformat(start), PROFILES[profile], seed)
+    counted = []  # batches pass through to the writer; only their sizes are kept
+
+    def count(batches):
+        for batch in batches:
+            counted.append(batch.num_rows)
+            yield batch
+
+    write_day(landing, date.fromisoformat(ds), count(events), items)
+    return {"events": sum(counted), "items": items.num_rows}
+
+
+def check_landing(ds: str, settings: Settings) -> dict:
+    return {"rows": stages.check_landing(ds, settings)["rows"]}
+
+
+def transform(ds: str, settings: Settings) -> dict:
+    stages.transform(ds, settings)
+    return {}
+
+
+def check_marts(ds: str, settings: Settings) -> dict:
+    return {"rows": stages.check_marts(ds, settings)["rows"]}
+
+
+def train(ds: str, settings: Settings, sample: int | None) -> dict:
+    """The train stage; with `sample`, on that many of the day's training examples, spread over
+    the day (the day's read is still whole and timed). Returns the new version and its training
+    metrics."""
+    from training import train as training
+    from training.artifact import load_meta
+
+    read, seen = training._read_day, {}
+
+    def bounded(warehouse, day):
+        examples, corpus = read(warehouse, day)
+        seen["examples_total"] = examples.num_rows
+        return spread(examples, sample), corpus
+
+    training._read_day = bounded
+    try:
+        with probes({"read": (training, "_read_day", None), "fit": (training, "train", None)}) as timed:
+            version = stages.train(ds, settings)
+    finally:
+        training._read_day = read
+    metrics = load_meta(settings.models / f"v{version}")["metrics"]
+    return {"version": version, "probes": timed, "examples_total": seen["examples_total"],
+            "sample": sample, **{k: metrics[k] for k in ("examples", "epochs", "examples_per_s",
+                                                         "seconds", "params", "best_epoch")}}
+
+
+def build_index(ds: str, version: int, settings: Settings) -> dict:
+    from indexing import store
+    from training.artifact import Artifact
+
+    with probes({
+        "encode": (Artifact, "encode_items", lambda args, result: len(result)),
+        "insert": (store, "insert", lambda args, result: len(args[3])),
+        "index": (store, "finish", None),  # flush, HNSW build, load
+    }) as timed:
+        name = stages.build_index(ds, version, settings)
+    return {"collection": name, "probes": timed}
+
+
+def gate(ds: str, version: int, settings: Settings) -> dict:
+    from indexing import store
+    from training.artifact import Artifact
+
+    with probes({
+        "encode": (Artifact, "encode_requests", lambda args, result: len(result)),
+        "search": (store, "search", lambda args, result: len(result)),
+    }) as timed:
+        report = stages.gate(ds, version, settings)
+    keep = ("eval_requests", "passed", "reasons", "candidate_recall", "live_recall", "gate_k")
+    return {"probes": timed, **{k: report[k] for k in keep}}
+
+
+def promote(ds: str, settings: Settings, run_id: str) -> dict:
+    """Promotion and its canary; a refused gate or a failed canary is an outcome, not an error."""
+    from indexing.canary import CanaryFailed
+    from indexing.promote import GateRefused
+
+    try:
+        entry = stages.promote(ds, settings, run_id)
+    except (GateRefused, CanaryFailed) as refused:
+        return {"promoted": False, "reason": str(refused)}
+    canary = (entry or {}).get("canary") or {}
+    return {"promoted": entry is not None, "canary_requests": canary.get("requests", 0)}
+
+
+def clean(settings: Settings) -> dict:
+    return {"dropped": stages.clean(settings)}

@@ -1,0 +1,59 @@
+"""`ebr bench` end to end on two tiny days: every real stage in its own process, the baselines,
+and a report whose every stage has a wall time and a throughput, whose baselines are ratios,
+whose plots are files and whose targets are each met, missed or not measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ebr.cli import main
+
+pytestmark = pytest.mark.slow
+STAGES = ["check_landing", "transform", "check_marts", "train", "build_index", "gate", "promote",
+          "clean"]
+
+
+def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
+    monkeypatch.setenv("EBR_EPOCHS", "1")  # the figures' presence is tested, not the model
+    monkeypatch.setenv("EBR_DIM", "32")
+    main(["bench", "--profile", "tiny", "--days", "2"])
+    out = settings.reports / "bench"
+    report = json.loads((out / "report.json").read_text())
+
+    tiny = report["results"]["tiny"]
+    assert [d["ds"] for d in tiny["days"]] == ["2026-01-01", "2026-01-02"]
+    for day in tiny["days"]:
+        assert list(day["stages"]) == STAGES
+        for stage in day["stages"].values():
+            assert stage["wall_s"] >= stage["step_s"] > 0 and stage["peak_rss_mb"] > 0
+        assert day["stages"]["train"]["examples_per_s"] > 0
+        assert day["stages"]["build_index"]["probes"]["encode"]["n"] == day["facts"]["corpus"]
+        assert day["stages"]["build_index"]["probes"]["insert"]["n"] == day["facts"]["corpus"]
+
+    ratios = report["baselines"]["tiny"]
+    assert 0 < ratios["ann_recall_at_k"] <= 1
+    for key in ("ann_speedup_over_exact", "encode_share_of_limit", "scratch_over_incremental"):
+        assert ratios[key] > 0, key
+    assert ratios["training"]["share_of_matmul"] > 0 and ratios["scratch_days"] == 2
+    latency = tiny["baselines"]["latency"]
+    assert 0 < latency["single"]["p50_ms"] <= latency["single"]["p99_ms"]
+    assert 0 < latency["batched"]["p50_ms"] <= latency["batched"]["p99_ms"]
+
+    verdicts = {(t["target"], t["profile"]): t for t in report["targets"]}
+    assert len(verdicts) == len(report["targets"]) >= 8
+    for t in report["targets"]:
+        assert t["met"] in (True, False, None)
+        assert t["verdict"] == {True: "met", None: "not measured"}.get(t["met"], t["verdict"])
+        if t["met"] is False:
+            assert t["verdict"].startswith("missed: ")  # and by how much
+    assert verdicts["medium day end to end (slowest day)", "medium"]["met"] is None  # not run
+
+    md = (out / "report.md").read_text()
+    for stage in STAGES:
+        assert f"| {stage} |" in md
+    for png in ("cost_vs_events.png", "cost_vs_corpus.png", "day_cost.png"):
+        assert (out / png).stat().st_size > 1000
+        assert f"]({png})" in md
+    assert "## Targets" in capsys.readouterr().out  # the report's tables are printed
