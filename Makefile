@@ -6,7 +6,7 @@ export EBR_HOME ?= $(CURDIR)/.ebr
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 DAYS ?= 3
 
-.PHONY: venv demo test eval reliability clean
+.PHONY: venv demo test lint eval bench reliability clean
 
 $(BIN)/ebr: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,11 +23,22 @@ demo: venv
 eval: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr evaluate
 
+# Stage costs at synthetic marketplace sizes against same-run baselines: EBR_HOME/reports/bench/
+# (PROFILES="--profile small" for a quick look; the default runs small, medium and large)
+bench: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr bench $(PROFILES)
+
 # Backfills, reruns, bad input, crashes, swaps under load, regressed candidates: a table at the end.
 reliability: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m reliability
 
-test: venv
+# Lint, format and types: the same checks run first in `make test`.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not long"
 
 clean:

@@ -29,8 +29,12 @@ def matmul_flops(n: int = 1024, windows: int = 12, window_s: float = 0.25) -> di
             a @ b
             done += 1
         rates.append(2 * n**3 * done / elapsed)
-    return {"flops_per_s": max(rates), "median_flops_per_s": float(np.median(rates)), "n": n,
-            "threads": torch.get_num_threads()}
+    return {
+        "flops_per_s": max(rates),
+        "median_flops_per_s": float(np.median(rates)),
+        "n": n,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _live(settings: Settings):
@@ -61,19 +65,28 @@ def ann_vs_exact(settings: Settings, queries: int, k: int = 100) -> dict:
         store.search(client, current.name, vectors[:1], k)  # loads the collection, warms up
         ids, corpus = _stored_vectors(client, current.name)
         tick = time.perf_counter()
-        ann = [[h["item_id"] for h in row] for row in store.search(client, current.name, vectors, k)]
+        ann = [
+            [h["item_id"] for h in row] for row in store.search(client, current.name, vectors, k)
+        ]
         ann_s = time.perf_counter() - tick
     tick = time.perf_counter()
     top = []
     matrix, q = torch.from_numpy(corpus), torch.from_numpy(vectors)
     for i in range(0, len(q), 256):  # [256, N] scores at a time: bounded memory at 1M items
-        top.append((q[i:i + 256] @ matrix.T).topk(min(k, len(ids)), dim=1).indices.numpy())
+        top.append((q[i : i + 256] @ matrix.T).topk(min(k, len(ids)), dim=1).indices.numpy())
     exact_s = time.perf_counter() - tick
     exact = [[ids[j] for j in row] for row in np.concatenate(top)]
     recall = float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(ann, exact)]))
-    return {"k": k, "queries": len(vectors), "corpus": len(ids), "recall": recall,
-            "ann_queries_per_s": len(vectors) / ann_s, "exact_queries_per_s": len(vectors) / exact_s,
-            "index": store.HNSW, "ef": max(k, 64)}
+    return {
+        "k": k,
+        "queries": len(vectors),
+        "corpus": len(ids),
+        "recall": recall,
+        "ann_queries_per_s": len(vectors) / ann_s,
+        "exact_queries_per_s": len(vectors) / exact_s,
+        "index": store.HNSW,
+        "ef": max(k, 64),
+    }
 
 
 def _stored_vectors(client, name: str) -> tuple[list[str], np.ndarray]:
@@ -96,9 +109,12 @@ def encoding_split(settings: Settings, sample: int) -> dict:
     from training import features
 
     current, artifact = _live(settings)
-    table = warehouse.query(settings, "select item_id, title from mart_item_corpus "
-                                      "where ds = cast(? as date) order by item_id limit ?",
-                            [current.ds, sample])
+    table = warehouse.query(
+        settings,
+        "select item_id, title from mart_item_corpus "
+        "where ds = cast(? as date) order by item_id limit ?",
+        [current.ds, sample],
+    )
     tick = time.perf_counter()
     rows = features.items(table, artifact.vocabs, artifact.config, grow=False)
     featurise_s = time.perf_counter() - tick
@@ -111,9 +127,13 @@ def encoding_split(settings: Settings, sample: int) -> dict:
     d, title = artifact.dim, float(np.mean([b.title.shape[1] for b in batches]))
     # item-id row + tanh(W mean(title words)): the pooling adds, the d x d projection, the sum
     flops = title * d + 2 * d * d + d
-    return {"items": len(rows), "featurise_items_per_s": len(rows) / featurise_s,
-            "forward_items_per_s": len(rows) / forward_s, "flops_per_item": flops,
-            "padded_title_words": title}
+    return {
+        "items": len(rows),
+        "featurise_items_per_s": len(rows) / featurise_s,
+        "forward_items_per_s": len(rows) / forward_s,
+        "flops_per_item": flops,
+        "padded_title_words": title,
+    }
 
 
 def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
@@ -138,17 +158,32 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     order = torch.randperm(len(requests), generator=gen).tolist()
     shapes, titles = [], []
     for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size) or [0]:
-        idx = order[i:i + cfg.batch_size]
+        idx = order[i : i + cfg.batch_size]
         b = requests.batch(idx)
-        shapes.append({"words": b.words.shape[1], "char1": b.char1.shape[1],
-                       "char2": b.char2.shape[1], "past": b.past.shape[1],
-                       "past_words": b.past.shape[2], "rt": b.rt.shape[1], "st": b.st.shape[1],
-                       "lt": b.lt.shape[3]})
-        negatives = torch.randint(len(items), (min(cfg.sampled_negatives, len(items)),), generator=gen)
+        shapes.append(
+            {
+                "words": b.words.shape[1],
+                "char1": b.char1.shape[1],
+                "char2": b.char2.shape[1],
+                "past": b.past.shape[1],
+                "past_words": b.past.shape[2],
+                "rt": b.rt.shape[1],
+                "st": b.st.shape[1],
+                "lt": b.lt.shape[3],
+            }
+        )
+        negatives = torch.randint(
+            len(items), (min(cfg.sampled_negatives, len(items)),), generator=gen
+        )
         # per example: its positive's title and its share of the batch's negatives' titles
         share = cfg.sampled_negatives / cfg.batch_size
-        titles.append((positives.batch(idx).title.shape[1]
-                       + share * items.batch(negatives.tolist()).title.shape[1]) / (1 + share))
+        titles.append(
+            (
+                positives.batch(idx).title.shape[1]
+                + share * items.batch(negatives.tolist()).title.shape[1]
+            )
+            / (1 + share)
+        )
     lengths = {key: float(np.mean([s[key] for s in shapes])) for key in shapes[0]}
     return {**lengths, "title": float(np.mean(titles)), "examples": len(requests)}
 
@@ -168,8 +203,13 @@ def scratch_training(days: list[str], settings: Settings, sample: int | None) ->
     examples = pa.concat_tables(parts)
     tick = time.perf_counter()
     metrics = train(examples, corpus, settings.model, None, settings.seed).metrics
-    return {"days": len(days), "examples": metrics["examples"], "epochs": metrics["epochs"],
-            "examples_per_s": metrics["examples_per_s"], "seconds": time.perf_counter() - tick}
+    return {
+        "days": len(days),
+        "examples": metrics["examples"],
+        "epochs": metrics["epochs"],
+        "examples_per_s": metrics["examples_per_s"],
+        "seconds": time.perf_counter() - tick,
+    }
 
 
 def search_latency(settings: Settings, single: int, batch: int, batches: int, k: int) -> dict:
@@ -197,9 +237,18 @@ def search_latency(settings: Settings, single: int, batch: int, batches: int, k:
         many.append(time.perf_counter() - tick)
         served += rows.num_rows
     one_ms, many_ms = 1000 * np.asarray(one), 1000 * np.asarray(many)
-    return {"k": k, "single": {"calls": len(one), "p50_ms": float(np.percentile(one_ms, 50)),
-                               "p99_ms": float(np.percentile(one_ms, 99))},
-            "batched": {"calls": len(many), "batch": min(batch, len(users)),
-                        "p50_ms": float(np.percentile(many_ms, 50)),
-                        "p99_ms": float(np.percentile(many_ms, 99)),
-                        "queries_per_s": served / sum(many)}}
+    return {
+        "k": k,
+        "single": {
+            "calls": len(one),
+            "p50_ms": float(np.percentile(one_ms, 50)),
+            "p99_ms": float(np.percentile(one_ms, 99)),
+        },
+        "batched": {
+            "calls": len(many),
+            "batch": min(batch, len(users)),
+            "p50_ms": float(np.percentile(many_ms, 50)),
+            "p99_ms": float(np.percentile(many_ms, 99)),
+            "queries_per_s": served / sum(many),
+        },
+    }

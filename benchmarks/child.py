@@ -42,8 +42,13 @@ class Measured:
     load: float  # the machine's 1-minute load average around the step: how shared the CPU was
 
     def figures(self) -> dict:
-        return {"wall_s": self.wall_s, "step_s": self.step_s, "cpu_s": self.cpu_s,
-                "peak_rss_mb": self.peak_rss_mb, "load": self.load}
+        return {
+            "wall_s": self.wall_s,
+            "step_s": self.step_s,
+            "cpu_s": self.cpu_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "load": self.load,
+        }
 
 
 class StepFailed(RuntimeError):
@@ -58,8 +63,9 @@ def run(target: str, *args, log: Path | None = None) -> Measured:
         call.write_bytes(pickle.dumps((target, args, log)))
         started, load = time.perf_counter(), os.getloadavg()[0]
         # -m from the repository root: the benchmarks package need not be installed
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.child", str(call), str(answer)],
-                                cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.child", str(call), str(answer)], cwd=REPO
+        )
         watcher = _TreeWatcher(proc.pid)
         watcher.start()
         code = proc.wait()
@@ -78,15 +84,20 @@ def _child(call: Path, answer: Path) -> None:
     target, args, log = pickle.loads(call.read_bytes())
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(filename=log, level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            filename=log,
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
     try:
         module, name = target.split(":")
         fn = getattr(importlib.import_module(module), name)
         tick = time.perf_counter()
         result = fn(*args)
         step_s = time.perf_counter() - tick
-        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        usage = [
+            resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        ]
         cpu_s = sum(u.ru_utime + u.ru_stime for u in usage)
         peak_kb = max(u.ru_maxrss for u in usage)  # Linux: KiB
         answer.write_bytes(pickle.dumps(("ok", result, step_s, cpu_s, peak_kb / 1024)))

@@ -37,7 +37,8 @@ def day_cost(day: dict) -> float:
 def day_load(day: dict) -> float:
     """The machine's load average over the day's stages, weighted by their wall time."""
     return sum(s["load"] * s["wall_s"] for s in day["stages"].values()) / sum(
-        s["wall_s"] for s in day["stages"].values())
+        s["wall_s"] for s in day["stages"].values()
+    )
 
 
 def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
@@ -55,8 +56,12 @@ def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
     if name == "train":
         return {"examples/s": stage["examples_per_s"]}
     if name == "build_index":
-        return {"items/s encoded": rate("encode"), "vectors/s inserted": rate("insert"),
-                "s index build": probe["index"]["s"], "items/s end to end": facts["corpus"] / s}
+        return {
+            "items/s encoded": rate("encode"),
+            "vectors/s inserted": rate("insert"),
+            "s index build": probe["index"]["s"],
+            "items/s end to end": facts["corpus"] / s,
+        }
     if name == "gate":
         return {"queries/s": probe["search"]["n"] / s}
     if name == "promote":
@@ -79,31 +84,43 @@ def training_flops(result: dict) -> dict | None:
     lengths = result["baselines"].get("lengths")
     if not lengths:
         return None
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in result["model"].items()})
+    cfg = ModelConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in result["model"].items()}
+    )
     per_example = flops_per_example(cfg, lengths)
     rate = result["days"][-1]["stages"]["train"]["examples_per_s"]
-    return {"flops_per_example": per_example, "flops_per_s": rate * per_example,
-            "share_of_matmul": rate * per_example / matmul_limit(result)}
+    return {
+        "flops_per_example": per_example,
+        "flops_per_s": rate * per_example,
+        "share_of_matmul": rate * per_example / matmul_limit(result),
+    }
 
 
 def baselines(result: dict) -> dict:
     """Each baseline as a ratio."""
     b, last = result["baselines"], result["days"][-1]
     ann, enc, scratch = b["ann_vs_exact"], b["encoding"], b["scratch_training"]
-    encode_rate = throughput("build_index", last["stages"]["build_index"], last["facts"])["items/s encoded"]
+    encode_rate = throughput("build_index", last["stages"]["build_index"], last["facts"])[
+        "items/s encoded"
+    ]
     limit_items = matmul_limit(result) / enc["flops_per_item"]
     train = last["stages"]["train"]
     return {
-        "ann_recall_at_k": ann["recall"], "ann_k": ann["k"],
-        "ann_queries_per_s": ann["ann_queries_per_s"], "exact_queries_per_s": ann["exact_queries_per_s"],
+        "ann_recall_at_k": ann["recall"],
+        "ann_k": ann["k"],
+        "ann_queries_per_s": ann["ann_queries_per_s"],
+        "exact_queries_per_s": ann["exact_queries_per_s"],
         "ann_speedup_over_exact": ann["ann_queries_per_s"] / ann["exact_queries_per_s"],
-        "encode_items_per_s": encode_rate, "encode_limit_items_per_s": limit_items,
+        "encode_items_per_s": encode_rate,
+        "encode_limit_items_per_s": limit_items,
         "encode_share_of_limit": encode_rate / limit_items,
         "encode_forward_share_of_limit": enc["forward_items_per_s"] / limit_items,
         "encode_featurise_items_per_s": enc["featurise_items_per_s"],
-        "incremental_train_s": train["wall_s"], "scratch_train_s": scratch["wall_s"],
+        "incremental_train_s": train["wall_s"],
+        "scratch_train_s": scratch["wall_s"],
         "scratch_over_incremental": scratch["wall_s"] / train["wall_s"],
-        "scratch_days": scratch["days"], "scratch_examples": scratch["examples"],
+        "scratch_days": scratch["days"],
+        "scratch_examples": scratch["examples"],
         "training": training_flops(result),
     }
 
@@ -113,8 +130,11 @@ def baselines(result: dict) -> dict:
 
 def _target(name, profile, measured, threshold, unit, at_least, note="", unjudged=""):
     """A target row; `unjudged` says why a measured figure cannot decide it."""
-    met = None if measured is None or unjudged else (
-        measured >= threshold if at_least else measured <= threshold)
+    met = (
+        None
+        if measured is None or unjudged
+        else (measured >= threshold if at_least else measured <= threshold)
+    )
     if unjudged:
         verdict = f"not judged: {unjudged}"
     elif met is None:
@@ -125,36 +145,93 @@ def _target(name, profile, measured, threshold, unit, at_least, note="", unjudge
         verdict = f"missed: {measured / threshold:.3g}x of the target, short by {_n(threshold - measured)} {unit}"
     else:
         verdict = f"missed: {measured / threshold:.3g}x the limit, over by {_n(measured - threshold)} {unit}"
-    return {"target": name, "profile": profile, "measured": measured, "threshold": threshold,
-            "unit": unit, "at_least": at_least, "met": met, "verdict": verdict, "note": note}
+    return {
+        "target": name,
+        "profile": profile,
+        "measured": measured,
+        "threshold": threshold,
+        "unit": unit,
+        "at_least": at_least,
+        "met": met,
+        "verdict": verdict,
+        "note": note,
+    }
 
 
 def targets(results: dict) -> list[dict]:
     rows = []
     medium = results.get("medium")
-    rows.append(_target("medium day end to end (slowest day)", "medium",
-                        max(map(day_cost, medium["days"])) if medium else None, 600, "s", False,
-                        "" if medium else "medium not run"))
+    rows.append(
+        _target(
+            "medium day end to end (slowest day)",
+            "medium",
+            max(map(day_cost, medium["days"])) if medium else None,
+            600,
+            "s",
+            False,
+            "" if medium else "medium not run",
+        )
+    )
     for p in ordered(results):
         r = results[p]
         ratios, last = baselines(r), r["days"][-1]
-        rows.append(_target("item encoding", p, ratios["encode_items_per_s"], 500_000, "items/s", True))
+        rows.append(
+            _target("item encoding", p, ratios["encode_items_per_s"], 500_000, "items/s", True)
+        )
         t = ratios["training"]
-        rows.append(_target("training share of matmul FLOP/s", p, t and t["share_of_matmul"], 0.25,
-                            "", True, t and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
-                            f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s"))
+        rows.append(
+            _target(
+                "training share of matmul FLOP/s",
+                p,
+                t and t["share_of_matmul"],
+                0.25,
+                "",
+                True,
+                t
+                and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
+                f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s",
+            )
+        )
         rows.append(_gate_10k(p, last["stages"]["gate"]))
-        rows.append(_target(f"ANN recall@{ratios['ann_k']} against exact search", p,
-                            ratios["ann_recall_at_k"], 0.95, "", True))
+        rows.append(
+            _target(
+                f"ANN recall@{ratios['ann_k']} against exact search",
+                p,
+                ratios["ann_recall_at_k"],
+                0.95,
+                "",
+                True,
+            )
+        )
         rows.append(_day30(p, r))
-    rows.insert(3, _target("training examples/s at the medium profile's lengths", "medium",
-                           medium["days"][-1]["stages"]["train"]["examples_per_s"] if medium else None,
-                           1_000, "examples/s", True, "" if medium else "medium not run"))
+    rows.insert(
+        3,
+        _target(
+            "training examples/s at the medium profile's lengths",
+            "medium",
+            medium["days"][-1]["stages"]["train"]["examples_per_s"] if medium else None,
+            1_000,
+            "examples/s",
+            True,
+            "" if medium else "medium not run",
+        ),
+    )
     large = results.get("large")
-    peak = max((s["peak_rss_mb"] for d in large["days"] for s in d["stages"].values())
-               if large else [], default=None)
-    rows.append(_target("peak memory of any stage at large", "large", peak and peak / GIB, 8, "GiB",
-                        False, "" if large else "large not run"))
+    peak = max(
+        (s["peak_rss_mb"] for d in large["days"] for s in d["stages"].values()) if large else [],
+        default=None,
+    )
+    rows.append(
+        _target(
+            "peak memory of any stage at large",
+            "large",
+            peak and peak / GIB,
+            8,
+            "GiB",
+            False,
+            "" if large else "large not run",
+        )
+    )
     return rows
 
 
@@ -165,10 +242,16 @@ def _gate_10k(profile: str, gate: dict) -> dict:
     per_request = sum(gate["probes"][k]["s"] for k in ("encode", "search"))
     fixed = gate["step_s"] - per_request
     n = max(gate["eval_requests"], 1)
-    return _target("recall gate over 10k evaluation requests", profile,
-                   fixed + per_request * 10_000 / n, 30, "s", False,
-                   f"{n:,} requests measured: {fixed:.1f} s fixed + {per_request:.1f} s encoding "
-                   f"and searching" + (", scaled to 10k" if n != 10_000 else ""))
+    return _target(
+        "recall gate over 10k evaluation requests",
+        profile,
+        fixed + per_request * 10_000 / n,
+        30,
+        "s",
+        False,
+        f"{n:,} requests measured: {fixed:.1f} s fixed + {per_request:.1f} s encoding "
+        f"and searching" + (", scaled to 10k" if n != 10_000 else ""),
+    )
 
 
 def _day30(profile: str, result: dict) -> dict:
@@ -178,16 +261,29 @@ def _day30(profile: str, result: dict) -> dict:
     days = result["days"]
     name = "incremental day cost, day 30 / day 2"
     if len(days) < 3:
-        return _target(name, profile, None, 1.2, "", False, f"needs 3 days or more, ran {len(days)}")
+        return _target(
+            name, profile, None, 1.2, "", False, f"needs 3 days or more, ran {len(days)}"
+        )
     used = [days[1], days[29]] if len(days) >= 30 else days[1:]
     costs, loads = [day_cost(d) for d in used], [day_load(d) for d in used]
-    uneven = (f"load average {min(loads):.1f} to {max(loads):.1f} over the days compared"
-              if max(loads) > 2 * min(loads) else "")
+    uneven = (
+        f"load average {min(loads):.1f} to {max(loads):.1f} over the days compared"
+        if max(loads) > 2 * min(loads)
+        else ""
+    )
     if len(days) >= 30:
         return _target(name, profile, costs[1] / costs[0], 1.2, "", False, unjudged=uneven)
     slope, intercept = np.polyfit(np.arange(2, len(days) + 1), costs, 1)
-    return _target(name, profile, (slope * 30 + intercept) / costs[0], 1.2, "", False,
-                   f"extrapolated from days 2..{len(days)} ({slope:+.1f} s a day)", uneven)
+    return _target(
+        name,
+        profile,
+        (slope * 30 + intercept) / costs[0],
+        1.2,
+        "",
+        False,
+        f"extrapolated from days 2..{len(days)} ({slope:+.1f} s a day)",
+        uneven,
+    )
 
 
 # --- growth ------------------------------------------------------------------------------------
@@ -239,10 +335,14 @@ def growth(results: dict) -> dict:
 def write(results: dict, out: Path, header: dict) -> Path:
     """Writes out/report.{json,md} and the PNGs; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
-    derived = {"baselines": {p: baselines(results[p]) for p in ordered(results)},
-               "targets": targets(results), "growth": growth(results)}
-    (out / "report.json").write_text(json.dumps({**header, "results": results, **derived},
-                                                indent=2, default=str))
+    derived = {
+        "baselines": {p: baselines(results[p]) for p in ordered(results)},
+        "targets": targets(results),
+        "growth": growth(results),
+    }
+    (out / "report.json").write_text(
+        json.dumps({**header, "results": results, **derived}, indent=2, default=str)
+    )
     plots = _plots(results, out)
     md = out / "report.md"
     md.write_text(markdown(results, header, derived, plots))
@@ -268,52 +368,85 @@ def markdown(results: dict, header: dict, derived: dict, plots: list[str]) -> st
             f"{len(r['days'])} days, {r['seconds']:.0f} s in all; {m['cpus']} CPUs, "
             f"{m['memory_gib']:.0f} GiB; load average {m['load_average'][0]:.1f} at start, "
             f"{r['machine_after']['load_average'][0]:.1f} at end; matrix multiply (best 0.25 s "
-            f"window, median) {_gflops(r['matmul_before'])} before, {_gflops(r['matmul_after'])} after")
-    lines += ["", "The CPU is shared: a load average above the CPU count means other work ran "
-              "beside the benchmark, and every time here is slower than on an idle machine by "
-              "up to that ratio. Each stage runs in its own process, as an Airflow task: *wall* "
-              "includes the interpreter start and imports, *in stage* is the stage function alone "
-              "(rates are from it); *CPU* is the CPU time of the stage's processes (above the "
-              "wall time when several threads ran, far below it when the stage waited for the CPU "
-              "or for I/O); *load* is the machine's 1-minute load average around the stage. "
-              "Peak memory is the larger of the kernel's high-water RSS of "
-              "the stage's process or its largest child and the sampled sum over its process "
-              "tree (benchmarks/child.py).", ""]
+            f"window, median) {_gflops(r['matmul_before'])} before, {_gflops(r['matmul_after'])} after"
+        )
+    lines += [
+        "",
+        "The CPU is shared: a load average above the CPU count means other work ran "
+        "beside the benchmark, and every time here is slower than on an idle machine by "
+        "up to that ratio. Each stage runs in its own process, as an Airflow task: *wall* "
+        "includes the interpreter start and imports, *in stage* is the stage function alone "
+        "(rates are from it); *CPU* is the CPU time of the stage's processes (above the "
+        "wall time when several threads ran, far below it when the stage waited for the CPU "
+        "or for I/O); *load* is the machine's 1-minute load average around the stage. "
+        "Peak memory is the larger of the kernel's high-water RSS of "
+        "the stage's process or its largest child and the sampled sum over its process "
+        "tree (benchmarks/child.py).",
+        "",
+    ]
     for p in ordered(results):
         lines += _stage_table(p, results[p]) + [""]
-    lines += ["## Serving latency (RetrievalClient on the live alias, query encoder included)", "",
-              "| profile | K | single query p50 / p99 ms | batch | batch p50 / p99 ms | batched queries/s |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Serving latency (RetrievalClient on the live alias, query encoder included)",
+        "",
+        "| profile | K | single query p50 / p99 ms | batch | batch p50 / p99 ms | batched queries/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in ordered(results):
         lat = results[p]["baselines"]["latency"]
         one, many = lat["single"], lat["batched"]
-        lines.append(f"| {p} | {lat['k']} | {one['p50_ms']:.1f} / {one['p99_ms']:.1f} | "
-                     f"{many['batch']} | {many['p50_ms']:.1f} / {many['p99_ms']:.1f} | "
-                     f"{_n(many['queries_per_s'])} |")
-    lines += ["", "A single query reads the user's behaviour from the warehouse, encodes the "
-              "query and searches the alias; a batch carries its requests' behaviour.", ""]
+        lines.append(
+            f"| {p} | {lat['k']} | {one['p50_ms']:.1f} / {one['p99_ms']:.1f} | "
+            f"{many['batch']} | {many['p50_ms']:.1f} / {many['p99_ms']:.1f} | "
+            f"{_n(many['queries_per_s'])} |"
+        )
+    lines += [
+        "",
+        "A single query reads the user's behaviour from the warehouse, encodes the "
+        "query and searches the alias; a batch carries its requests' behaviour.",
+        "",
+    ]
     lines += _baseline_table(results, derived["baselines"]) + [""]
-    lines += ["## Targets", "", "| target | profile | measured | target | verdict | note |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Targets",
+        "",
+        "| target | profile | measured | target | verdict | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in derived["targets"]:
         sign = ">=" if t["at_least"] else "<="
-        lines.append(f"| {t['target']} | {t['profile']} | {_n(t['measured'])} {t['unit']} | "
-                     f"{sign} {_n(t['threshold'])} {t['unit']} | {t['verdict']} | {t['note'] or ''} |")
-    lines += ["", "## Cost growth", "",
-              "Log-log slope of each stage's own time against events per day and against corpus "
-              "size, over every measured day of every profile (1 = linear; – where the x values "
-              "span less than 2x, e.g. a single profile). Training on a sample counts as the "
-              "whole day's training, extrapolated from the sample's rate.", "",
-              "| stage | slope vs events/day | slope vs corpus | why super-linear |", "|---|---|---|---|"]
+        lines.append(
+            f"| {t['target']} | {t['profile']} | {_n(t['measured'])} {t['unit']} | "
+            f"{sign} {_n(t['threshold'])} {t['unit']} | {t['verdict']} | {t['note'] or ''} |"
+        )
+    lines += [
+        "",
+        "## Cost growth",
+        "",
+        "Log-log slope of each stage's own time against events per day and against corpus "
+        "size, over every measured day of every profile (1 = linear; – where the x values "
+        "span less than 2x, e.g. a single profile). Training on a sample counts as the "
+        "whole day's training, extrapolated from the sample's rate.",
+        "",
+        "| stage | slope vs events/day | slope vs corpus | why super-linear |",
+        "|---|---|---|---|",
+    ]
     for name, row in derived["growth"].items():
         why = "; ".join(row[k] for k in ("events_reason", "corpus_reason") if k in row)
         lines.append(f"| {name} | {_n(row['events'], 2)} | {_n(row['corpus'], 2)} | {why} |")
-    lines += ["", "## Synthetic generation", "", "| profile | events/day | items | s per day | events/s | peak MB |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Synthetic generation",
+        "",
+        "| profile | events/day | items | s per day | events/s | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in ordered(results):
         g = results[p]["days"][-1]["generate"]
-        lines.append(f"| {p} | {g['events']:,} | {g['items']:,} | {g['wall_s']:.1f} | "
-                     f"{_n(g['events'] / g['step_s'])} | {g['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {p} | {g['events']:,} | {g['items']:,} | {g['wall_s']:.1f} | "
+            f"{_n(g['events'] / g['step_s'])} | {g['peak_rss_mb']:.0f} |"
+        )
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
@@ -325,37 +458,57 @@ def _gflops(matmul: dict) -> str:
 def _stage_table(profile: str, result: dict) -> list[str]:
     last, first = result["days"][-1], result["days"][0]
     f = last["facts"]
-    lines = [f"## {profile}: day {last['day']} ({last['ds']})", "",
-             f"{f['events']:,} events, {f['corpus']:,} items in the corpus, "
-             f"{f['training_examples']:,} training examples, {f['eval_requests']:,} held-out "
-             f"requests, {f['users']:,} active users. Day end to end: {day_cost(last):.0f} s "
-             f"(day 1: {day_cost(first):.0f} s)"
-             + (", training extrapolated to the whole day." if result["train_sample"] else "."), ""]
+    lines = [
+        f"## {profile}: day {last['day']} ({last['ds']})",
+        "",
+        f"{f['events']:,} events, {f['corpus']:,} items in the corpus, "
+        f"{f['training_examples']:,} training examples, {f['eval_requests']:,} held-out "
+        f"requests, {f['users']:,} active users. Day end to end: {day_cost(last):.0f} s "
+        f"(day 1: {day_cost(first):.0f} s)"
+        + (", training extrapolated to the whole day." if result["train_sample"] else "."),
+        "",
+    ]
     if result["train_sample"]:
         t = last["stages"]["train"]
-        lines += [f"Training ran on {t['sample']:,} of the day's {t['examples_total']:,} examples, "
-                  f"spread over the day (`--train-sample`): at the measured rate the whole day "
-                  f"would take about {stage_time('train', t):,.0f} s for the same {t['epochs']} "
-                  f"epochs (the stage's time with its fit scaled to every example). The gate "
-                  f"measured as usual but its floor and margin were lifted, so that promotion, "
-                  f"the canary and serving ran on the sampled model too.", ""]
-    lines += ["| stage | wall s | in stage s | CPU s | load | throughput | peak MB |",
-              "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"Training ran on {t['sample']:,} of the day's {t['examples_total']:,} examples, "
+            f"spread over the day (`--train-sample`): at the measured rate the whole day "
+            f"would take about {stage_time('train', t):,.0f} s for the same {t['epochs']} "
+            f"epochs (the stage's time with its fit scaled to every example). The gate "
+            f"measured as usual but its floor and margin were lifted, so that promotion, "
+            f"the canary and serving ran on the sampled model too.",
+            "",
+        ]
+    lines += [
+        "| stage | wall s | in stage s | CPU s | load | throughput | peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, stage in last["stages"].items():
         rates = "; ".join(f"{_n(v)} {unit}" for unit, v in throughput(name, stage, f).items())
-        lines.append(f"| {name} | {stage['wall_s']:.1f} | {stage['step_s']:.1f} | "
-                     f"{stage['cpu_s']:.1f} | {stage['load']:.1f} | {rates or '–'} | "
-                     f"{stage['peak_rss_mb']:.0f} |")
-    lines += ["", "Every day: " + "; ".join(
-        f"day {d['day']} {day_cost(d):.0f} s at load {day_load(d):.1f}" for d in result["days"]) + "."]
+        lines.append(
+            f"| {name} | {stage['wall_s']:.1f} | {stage['step_s']:.1f} | "
+            f"{stage['cpu_s']:.1f} | {stage['load']:.1f} | {rates or '–'} | "
+            f"{stage['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "Every day: "
+        + "; ".join(
+            f"day {d['day']} {day_cost(d):.0f} s at load {day_load(d):.1f}" for d in result["days"]
+        )
+        + ".",
+    ]
     return lines
 
 
 def _baseline_table(results: dict, ratios: dict) -> list[str]:
-    lines = ["## Baselines (same run, same vectors)", "",
-             "| profile | ANN recall@K vs exact | ANN / exact queries/s | encoding items/s | FLOP limit items/s | "
-             "share of limit (forward only) | training FLOP/s share | scratch / incremental training |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Baselines (same run, same vectors)",
+        "",
+        "| profile | ANN recall@K vs exact | ANN / exact queries/s | encoding items/s | FLOP limit items/s | "
+        "share of limit (forward only) | training FLOP/s share | scratch / incremental training |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in ordered(results):
         b = ratios[p]
         share = f"{b['training']['share_of_matmul']:.1%}" if b["training"] else "–"
@@ -366,15 +519,19 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
             f"{b['encode_share_of_limit']:.1%} ({b['encode_forward_share_of_limit']:.1%}) | "
             f"{share} | "
             f"{b['scratch_over_incremental']:.2f}x ({b['scratch_days']} days, "
-            f"{b['scratch_examples']:,} examples) |")
-    lines += ["", "ANN: the live collection searched as the gate searches it (HNSW, ef = max(K, 64)) "
-              "against exact top-K by a torch matrix product over the vectors read back from the "
-              "collection. Encoding: the build stage's items/s against the machine's measured "
-              "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
-              "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
-              "FLOPs per example (training/flops.py, at the day's measured padded lengths) over the "
-              "same FLOP/s. Scratch: one training from scratch on every day so far against the "
-              "train stage's warm-started day (wall, process start-up included in both)."]
+            f"{b['scratch_examples']:,} examples) |"
+        )
+    lines += [
+        "",
+        "ANN: the live collection searched as the gate searches it (HNSW, ef = max(K, 64)) "
+        "against exact top-K by a torch matrix product over the vectors read back from the "
+        "collection. Encoding: the build stage's items/s against the machine's measured "
+        "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
+        "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
+        "FLOPs per example (training/flops.py, at the day's measured padded lengths) over the "
+        "same FLOP/s. Scratch: one training from scratch on every day so far against the "
+        "train stage's warm-started day (wall, process start-up included in both).",
+    ]
     return lines
 
 
@@ -398,18 +555,32 @@ def _plots(results: dict, out: Path) -> list[str]:
             if s is not None:
                 fit = np.polyfit(np.log(xs), np.log(np.maximum(ys, 1e-9)), 1)
                 grid = np.geomspace(min(xs), max(xs), 20)
-                ax.plot(grid, np.exp(np.polyval(fit, grid)), "-", color=ax.lines[-1].get_color(),
-                        alpha=0.5)
-        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="stage time (s, own process)",
-               title=f"stage time against {label}, log-log slope in brackets")
+                ax.plot(
+                    grid,
+                    np.exp(np.polyval(fit, grid)),
+                    "-",
+                    color=ax.lines[-1].get_color(),
+                    alpha=0.5,
+                )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=label,
+            ylabel="stage time (s, own process)",
+            title=f"stage time against {label}, log-log slope in brackets",
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         names.append(_save(fig, out / f"cost_vs_{x}.png"))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for p in ordered(results):
-        ax.plot([d["day"] for d in results[p]["days"]], [day_cost(d) for d in results[p]["days"]],
-                "o-", label=p)
+        ax.plot(
+            [d["day"] for d in results[p]["days"]],
+            [day_cost(d) for d in results[p]["days"]],
+            "o-",
+            label=p,
+        )
     ax.set(yscale="log", xlabel="day", ylabel="day end to end (s)", title="cost of each day")
     ax.grid(alpha=0.3, which="both")
     ax.legend()

@@ -27,8 +27,16 @@ ANN_QUERIES = 1000  # requests for ANN against exact search
 ENCODE_SAMPLE = 50_000  # corpus rows for the encoder's split into Python and matrix work
 LENGTH_SAMPLE = 20_000  # training examples the padded sequence lengths are measured on
 LATENCY = {"single": 200, "batch": 64, "batches": 30, "k": 50}
-STAGES = ("check_landing", "transform", "check_marts", "train", "build_index", "gate", "promote",
-          "clean")
+STAGES = (
+    "check_landing",
+    "transform",
+    "check_marts",
+    "train",
+    "build_index",
+    "gate",
+    "promote",
+    "clean",
+)
 
 
 def bench_settings(settings: Settings, profile: str) -> Settings:
@@ -38,13 +46,18 @@ def bench_settings(settings: Settings, profile: str) -> Settings:
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "memory_gib": psutil.virtual_memory().total / 2**30,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "load_average": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": psutil.virtual_memory().total / 2**30,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
 
 
-def run(settings: Settings, profile: str, days: int, train_sample: int | None = None,
-        say=print) -> dict:
+def run(
+    settings: Settings, profile: str, days: int, train_sample: int | None = None, say=print
+) -> dict:
     """Benchmarks `days` days of `profile` from an empty home; returns the figures."""
     s = bench_settings(settings, profile)
     shutil.rmtree(s.home, ignore_errors=True)  # day one starts from nothing, as a new deployment
@@ -56,24 +69,33 @@ def run(settings: Settings, profile: str, days: int, train_sample: int | None = 
         # are measured on it too.
         s = replace(s, recall_floor=0.0, regression_margin=1.0)
     start = date.fromisoformat(settings.start_date)
-    out: dict = {"profile": profile, "days": [], "machine": machine(), "train_sample": sample,
-                 "profile_settings": asdict(PROFILES[profile]), "model": asdict(s.model)}
+    out: dict = {
+        "profile": profile,
+        "days": [],
+        "machine": machine(),
+        "train_sample": sample,
+        "profile_settings": asdict(PROFILES[profile]),
+        "model": asdict(s.model),
+    }
     started = time.perf_counter()
     out["matmul_before"] = child.run("benchmarks.baselines:matmul_flops").result
 
     def step(name: str, ds: str, *args) -> child.Measured:
         """One step in its own process; its log records go to logs/<ds>.log."""
         measured = child.run(f"benchmarks.{name}", *args, log=s.home / "logs" / f"{ds}.log")
-        say(f"  {name.split(':')[1]:<16} {measured.wall_s:7.1f} s wall {measured.step_s:7.1f} s "
+        say(
+            f"  {name.split(':')[1]:<16} {measured.wall_s:7.1f} s wall {measured.step_s:7.1f} s "
             f"in step {measured.cpu_s:7.1f} s CPU {measured.peak_rss_mb:6.0f} MB peak  "
-            f"load {measured.load:.1f}")
+            f"load {measured.load:.1f}"
+        )
         return measured
 
     for k in range(days):
         ds = (start + timedelta(days=k)).isoformat()
         say(f"{profile} day {k + 1}/{days} ({ds})")
-        generated = step("steps:generate_day", ds, s.landing, ds, settings.start_date, profile,
-                         s.seed)
+        generated = step(
+            "steps:generate_day", ds, s.landing, ds, settings.start_date, profile, s.seed
+        )
         figures = {}
         for stage in STAGES:
             args = {
@@ -85,9 +107,15 @@ def run(settings: Settings, profile: str, days: int, train_sample: int | None = 
             }.get(stage, (ds, s))
             measured = step(f"steps:{stage}", ds, *args)
             figures[stage] = {**measured.figures(), **measured.result}
-        out["days"].append({"ds": ds, "day": k + 1, "facts": _facts(s, ds),
-                            "generate": {**generated.figures(), **generated.result},
-                            "stages": figures})
+        out["days"].append(
+            {
+                "ds": ds,
+                "day": k + 1,
+                "facts": _facts(s, ds),
+                "generate": {**generated.figures(), **generated.result},
+                "stages": figures,
+            }
+        )
 
     say(f"{profile} baselines")
     last = out["days"][-1]["ds"]
@@ -113,12 +141,22 @@ def _facts(s: Settings, ds: str) -> dict:
     """The day's sizes: landed events and items, and the mart rows the stages worked on."""
     day = s.landing_day(ds)
     with reading(s.warehouse) as con:
-        count = {table: con.execute(f"select count(*) from {table} where ds = cast(? as date)",
-                                    [ds]).fetchone()[0]
-                 for table in ("mart_training_examples", "mart_eval_examples",
-                               "mart_item_corpus", "mart_user_features")}
-    return {"events": pq.read_metadata(day / "events.parquet").num_rows,
-            "items": pq.read_metadata(day / "items.parquet").num_rows,
-            "training_examples": count["mart_training_examples"],
-            "eval_requests": count["mart_eval_examples"],
-            "corpus": count["mart_item_corpus"], "users": count["mart_user_features"]}
+        count = {
+            table: con.execute(
+                f"select count(*) from {table} where ds = cast(? as date)", [ds]
+            ).fetchone()[0]
+            for table in (
+                "mart_training_examples",
+                "mart_eval_examples",
+                "mart_item_corpus",
+                "mart_user_features",
+            )
+        }
+    return {
+        "events": pq.read_metadata(day / "events.parquet").num_rows,
+        "items": pq.read_metadata(day / "items.parquet").num_rows,
+        "training_examples": count["mart_training_examples"],
+        "eval_requests": count["mart_eval_examples"],
+        "corpus": count["mart_item_corpus"],
+        "users": count["mart_user_features"],
+    }

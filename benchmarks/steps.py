@@ -54,7 +54,9 @@ def probes(spec: dict[str, tuple[object, str, Callable | None]]) -> Iterator[dic
 def generate_day(landing, ds: str, start: str, profile: str, seed: int) -> dict:
     from ebr.synthetic import PROFILES, day_parts, write_day
 
-    events, items = day_parts(date.fromisoformat(ds), date.fromisoformat(start), PROFILES[profile], seed)
+    events, items = day_parts(
+        date.fromisoformat(ds), date.fromisoformat(start), PROFILES[profile], seed
+    )
     counted = []  # batches pass through to the writer; only their sizes are kept
 
     def count(batches):
@@ -95,25 +97,36 @@ def train(ds: str, settings: Settings, sample: int | None) -> dict:
 
     training._read_day = bounded
     try:
-        with probes({"read": (training, "_read_day", None), "fit": (training, "train", None)}) as timed:
+        with probes(
+            {"read": (training, "_read_day", None), "fit": (training, "train", None)}
+        ) as timed:
             version = stages.train(ds, settings)
     finally:
         training._read_day = read
     metrics = load_meta(settings.models / f"v{version}")["metrics"]
-    return {"version": version, "probes": timed, "examples_total": seen["examples_total"],
-            "sample": sample, **{k: metrics[k] for k in ("examples", "epochs", "examples_per_s",
-                                                         "seconds", "params", "best_epoch")}}
+    return {
+        "version": version,
+        "probes": timed,
+        "examples_total": seen["examples_total"],
+        "sample": sample,
+        **{
+            k: metrics[k]
+            for k in ("examples", "epochs", "examples_per_s", "seconds", "params", "best_epoch")
+        },
+    }
 
 
 def build_index(ds: str, version: int, settings: Settings) -> dict:
     from indexing import store
     from training.artifact import Artifact
 
-    with probes({
-        "encode": (Artifact, "encode_items", lambda args, result: len(result)),
-        "insert": (store, "insert", lambda args, result: len(args[3])),
-        "index": (store, "finish", None),  # flush, HNSW build, load
-    }) as timed:
+    with probes(
+        {
+            "encode": (Artifact, "encode_items", lambda args, result: len(result)),
+            "insert": (store, "insert", lambda args, result: len(args[3])),
+            "index": (store, "finish", None),  # flush, HNSW build, load
+        }
+    ) as timed:
         name = stages.build_index(ds, version, settings)
     return {"collection": name, "probes": timed}
 
@@ -122,10 +135,12 @@ def gate(ds: str, version: int, settings: Settings) -> dict:
     from indexing import store
     from training.artifact import Artifact
 
-    with probes({
-        "encode": (Artifact, "encode_requests", lambda args, result: len(result)),
-        "search": (store, "search", lambda args, result: len(result)),
-    }) as timed:
+    with probes(
+        {
+            "encode": (Artifact, "encode_requests", lambda args, result: len(result)),
+            "search": (store, "search", lambda args, result: len(result)),
+        }
+    ) as timed:
         report = stages.gate(ds, version, settings)
     keep = ("eval_requests", "passed", "reasons", "candidate_recall", "live_recall", "gate_k")
     return {"probes": timed, **{k: report[k] for k in keep}}

@@ -9,7 +9,7 @@ it once with `airflow pools set`, see the README).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
@@ -34,9 +34,9 @@ def _ds(data_interval_start: datetime) -> str:
 with DAG(
     dag_id="ebr_daily",
     description="Daily EBR refresh: dbt marts, data checks, MGDSPR retraining, Milvus re-index, recall gate, "
-                "alias swap, canary",
+    "alias swap, canary",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime.fromisoformat(settings.start_date).replace(tzinfo=timezone.utc),
+    start_date=datetime.fromisoformat(settings.start_date).replace(tzinfo=UTC),
     catchup=False,
     max_active_runs=1,  # days run one after another: each warm-starts from the last promotion
     max_active_tasks=1,  # DuckDB and Milvus Lite each allow one writing process...
@@ -46,12 +46,12 @@ with DAG(
     default_args={"pool": settings.airflow_pool, "weight_rule": "upstream"},
     params={
         "epochs": Param(settings.model.epochs, type="integer", minimum=1, maximum=50),
-        "allow_older_promotion": Param(False, type="boolean",
-                                       description="promote even if the live model's data day is newer"),
+        "allow_older_promotion": Param(
+            False, type="boolean", description="promote even if the live model's data day is newer"
+        ),
     },
     tags=["ebr"],
 ) as dag:
-
     # The data chain runs day after day (depends_on_past): a day's point-in-time features read
     # the earlier days' rows, and its model warm-starts from the day before. The index, gate and
     # promotion do not wait on the day before: a refused day must not stall the next ones.
@@ -62,15 +62,23 @@ with DAG(
     transforms = DbtTaskGroup(
         group_id="transforms",
         project_config=ProjectConfig(DBT_PROJECT_DIR, install_dbt_deps=False),
-        profile_config=ProfileConfig(profile_name="ebr", target_name="dev",
-                                     profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml"),
-        execution_config=ExecutionConfig(invocation_mode=InvocationMode.SUBPROCESS,
-                                         dbt_executable_path=dbt_executable()),
+        profile_config=ProfileConfig(
+            profile_name="ebr",
+            target_name="dev",
+            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            invocation_mode=InvocationMode.SUBPROCESS, dbt_executable_path=dbt_executable()
+        ),
         # One test task after all models: every model keeps its own task, and a day costs 11 task
         # start-ups instead of 20 (each ~5-10 s of Airflow and dbt start-up here).
-        render_config=RenderConfig(load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.SUBPROCESS,
-                                   dbt_executable_path=dbt_executable(), env_vars=dbt_env(settings),
-                                   test_behavior=TestBehavior.AFTER_ALL),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_LS,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            dbt_executable_path=dbt_executable(),
+            env_vars=dbt_env(settings),
+            test_behavior=TestBehavior.AFTER_ALL,
+        ),
         operator_args={
             "vars": dbt_vars("{{ data_interval_start | ds }}", settings),
             "env": dbt_env(settings),
@@ -98,8 +106,12 @@ with DAG(
 
     @task
     def promote(data_interval_start=None, run_id=None, params=None) -> dict | None:
-        return stages.promote(_ds(data_interval_start), settings, run_id,
-                              allow_older=bool(params["allow_older_promotion"]))
+        return stages.promote(
+            _ds(data_interval_start),
+            settings,
+            run_id,
+            allow_older=bool(params["allow_older_promotion"]),
+        )
 
     @task
     def clean() -> list[str]:

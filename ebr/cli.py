@@ -44,23 +44,29 @@ def cmd_generate(args, settings: Settings) -> None:
 
 def _airflow_json(env: dict, *args: str) -> list[dict]:
     """The JSON rows an airflow CLI command prints (its warnings share stdout: skip them)."""
-    out = subprocess.run(["airflow", *args, "-o", "json"], env=env, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["airflow", *args, "-o", "json"], env=env, capture_output=True, text=True
+    ).stdout
     rows = [line for line in out.splitlines() if line.startswith("[{") or line == "[]"]
     return json.loads(rows[-1]) if rows else []
 
 
 def _task_times(env: dict, logical_date: str) -> dict[str, float]:
     """Each task's duration in the latest run, read back from Airflow's metadata database."""
-    runs = [r for r in _airflow_json(env, "dags", "list-runs", "ebr_daily")
-            if str(r.get("logical_date", "")).startswith(logical_date)]
+    runs = [
+        r
+        for r in _airflow_json(env, "dags", "list-runs", "ebr_daily")
+        if str(r.get("logical_date", "")).startswith(logical_date)
+    ]
     if not runs:
         return {}
     times = {}
     rows = _airflow_json(env, "tasks", "states-for-dag-run", "ebr_daily", runs[0]["run_id"])
     for row in sorted(rows, key=lambda r: r.get("start_date") or ""):  # pipeline order
         if row.get("start_date") and row.get("end_date"):
-            times[row["task_id"]] = (datetime.fromisoformat(row["end_date"])
-                                     - datetime.fromisoformat(row["start_date"])).total_seconds()
+            times[row["task_id"]] = (
+                datetime.fromisoformat(row["end_date"]) - datetime.fromisoformat(row["start_date"])
+            ).total_seconds()
     return times
 
 
@@ -72,22 +78,34 @@ def logical_date_for(ds: str) -> str:
 def run_day(ds: str, env: dict, log: Path) -> tuple[bool, float]:
     started = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.run(["airflow", "dags", "test", "ebr_daily", logical_date_for(ds)], env=env,
-                              stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            ["airflow", "dags", "test", "ebr_daily", logical_date_for(ds)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc.returncode == 0, time.perf_counter() - started
 
 
 def cmd_demo(args, settings: Settings) -> None:
     env = airflow_env(settings)
     start = date.fromisoformat(settings.start_date)
-    _say(f"state under {settings.home}, Airflow under {env['AIRFLOW_HOME']}, Milvus at {settings.milvus_uri}")
-    _say(f"1/4 generating {args.days} days of synthetic search logs (profile {args.profile}, seed {settings.seed})")
+    _say(
+        f"state under {settings.home}, Airflow under {env['AIRFLOW_HOME']}, Milvus at {settings.milvus_uri}"
+    )
+    _say(
+        f"1/4 generating {args.days} days of synthetic search logs (profile {args.profile}, seed {settings.seed})"
+    )
     args.start = settings.start_date
     cmd_generate(args, settings)
     _say(f"2/4 migrating the Airflow metadata database (SQLite), pool {settings.airflow_pool}")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run(["airflow", "pools", "set", settings.airflow_pool, "1", "one writer at a time"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["airflow", "pools", "set", settings.airflow_pool, "1", "one writer at a time"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for k in range(args.days):
@@ -99,17 +117,21 @@ def cmd_demo(args, settings: Settings) -> None:
         dbt = [sec for task, sec in times.items() if task.startswith("transforms.")]
         for task, sec in times.items():
             if task == "check_marts" and dbt:  # the dbt tasks ran between the two checks
-                print(f"        {f'transforms ({len(dbt)} dbt run/test tasks)':<36} {sum(dbt):7.1f} s")
+                print(
+                    f"        {f'transforms ({len(dbt)} dbt run/test tasks)':<36} {sum(dbt):7.1f} s"
+                )
             if not task.startswith("transforms."):
                 print(f"        {task:<36} {sec:7.1f} s")
         gate_path = settings.report_day(ds) / "gate.json"
         if gate_path.exists():
             g = json.loads(gate_path.read_text())
             live = g["live_recall"][str(g["gate_k"])] if g["live_recall"] else None
-            print(f"        gate: candidate v{g['candidate_version']} Recall@{g['gate_k']}="
-                  f"{g['candidate_recall'][str(g['gate_k'])]:.4f} live="
-                  f"{'none' if live is None else f'{live:.4f}'} floor={g['floor']} -> "
-                  f"{'PROMOTE' if g['passed'] else 'REFUSE: ' + '; '.join(g['reasons'])}")
+            print(
+                f"        gate: candidate v{g['candidate_version']} Recall@{g['gate_k']}="
+                f"{g['candidate_recall'][str(g['gate_k'])]:.4f} live="
+                f"{'none' if live is None else f'{live:.4f}'} floor={g['floor']} -> "
+                f"{'PROMOTE' if g['passed'] else 'REFUSE: ' + '; '.join(g['reasons'])}"
+            )
         _say(f"day {ds} {'succeeded' if ok else 'FAILED'} in {seconds:.0f} s")
     _say("4/4 what serves now")
     cmd_status(argparse.Namespace(json=False), settings)
@@ -130,12 +152,20 @@ def status(settings: Settings) -> dict:
     with store.connect(settings) as client:
         current = store.live(client, settings.alias)
         collections = store.ours(client)
-    out: dict = {"alias": settings.alias, "milvus_uri": settings.milvus_uri, "collections": collections}
+    out: dict = {
+        "alias": settings.alias,
+        "milvus_uri": settings.milvus_uri,
+        "collections": collections,
+    }
     if current:
         gate = settings.report_day(current.ds) / "gate.json"
-        out.update(collection=current.name, model_version=current.model_version, ds=current.ds,
-                   gate=json.loads(gate.read_text()) if gate.exists() else None,
-                   promotions=len(history(settings)))
+        out.update(
+            collection=current.name,
+            model_version=current.model_version,
+            ds=current.ds,
+            gate=json.loads(gate.read_text()) if gate.exists() else None,
+            promotions=len(history(settings)),
+        )
     return out
 
 
@@ -148,10 +178,14 @@ def cmd_status(args, settings: Settings) -> None:
         print(f"alias {s['alias']}: not created yet (no promotion so far)")
         return
     g = s["gate"] or {}
-    print(f"alias {s['alias']} -> {s['collection']} (model v{s['model_version']}, data day {s['ds']})")
+    print(
+        f"alias {s['alias']} -> {s['collection']} (model v{s['model_version']}, data day {s['ds']})"
+    )
     if g:
-        print(f"  gate: Recall@K candidate {g['candidate_recall']} live {g['live_recall']} "
-              f"floor {g['floor']} margin {g['margin']} on {g['eval_requests']} held-out requests")
+        print(
+            f"  gate: Recall@K candidate {g['candidate_recall']} live {g['live_recall']} "
+            f"floor {g['floor']} margin {g['margin']} on {g['eval_requests']} held-out requests"
+        )
     print(f"  collections: {', '.join(s['collections'])}")
 
 
@@ -159,8 +193,9 @@ def cmd_search(args, settings: Settings) -> None:
     from ebr.client import Filters, RetrievalClient
 
     filters = Filters(args.category, args.brand, args.price_min, args.price_max)
-    result = RetrievalClient(settings).search(args.query, user_id=args.user, k=args.k,
-                                              filters=filters)
+    result = RetrievalClient(settings).search(
+        args.query, user_id=args.user, k=args.k, filters=filters
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -169,8 +204,20 @@ def cmd_search(args, settings: Settings) -> None:
         print(f"{hit['score']:8.3f}  {hit['item_id']:<10} {hit['title']}")
 
 
-HISTORY_COLUMNS = ("time", "action", "collection", "model", "ds", "replaced", "previous",
-                   "recall@k cand/live", "code", "run_id", "user", "reason")
+HISTORY_COLUMNS = (
+    "time",
+    "action",
+    "collection",
+    "model",
+    "ds",
+    "replaced",
+    "previous",
+    "recall@k cand/live",
+    "code",
+    "run_id",
+    "user",
+    "reason",
+)
 
 
 def _history_row(entry: dict) -> tuple[str, ...]:
@@ -178,12 +225,24 @@ def _history_row(entry: dict) -> tuple[str, ...]:
     gate = entry.get("gate") or {}
     k = str(gate.get("k", ""))
     cand, live = (gate.get("candidate") or {}).get(k), (gate.get("live") or {}).get(k)
-    recall = f"@{k} {cand:.4f}/{'-' if live is None else f'{live:.4f}'}" if cand is not None else "-"
+    recall = (
+        f"@{k} {cand:.4f}/{'-' if live is None else f'{live:.4f}'}" if cand is not None else "-"
+    )
     version = entry.get("model_version")
-    cells = (entry["time"], entry["action"], entry.get("collection") or "(alias removed)",
-             "-" if version is None else f"v{version}", entry.get("ds"), entry.get("replaced_collection"),
-             entry.get("previous_collection"), recall, (entry.get("code_version") or "")[:12],
-             entry.get("run_id"), entry.get("user"), entry.get("reason"))
+    cells = (
+        entry["time"],
+        entry["action"],
+        entry.get("collection") or "(alias removed)",
+        "-" if version is None else f"v{version}",
+        entry.get("ds"),
+        entry.get("replaced_collection"),
+        entry.get("previous_collection"),
+        recall,
+        (entry.get("code_version") or "")[:12],
+        entry.get("run_id"),
+        entry.get("user"),
+        entry.get("reason"),
+    )
     return tuple(str(c) if c else "-" for c in cells)
 
 
@@ -206,11 +265,15 @@ def cmd_rollback(args, settings: Settings) -> None:
 
     run_id = f"cli__{datetime.now().astimezone().isoformat(timespec='seconds')}"
     try:
-        entry = rollback(settings, run_id, user=args.user or getpass.getuser(), reason=args.reason, to=args.to)
+        entry = rollback(
+            settings, run_id, user=args.user or getpass.getuser(), reason=args.reason, to=args.to
+        )
     except (ValueError, RollbackRefused) as e:
         sys.exit(f"ebr rollback: {e}")
-    print(f"alias {entry['alias']} -> {entry['collection']} (model v{entry['model_version']}, data day "
-          f"{entry['ds']}), was {entry['replaced_collection']}; run {run_id}")
+    print(
+        f"alias {entry['alias']} -> {entry['collection']} (model v{entry['model_version']}, data day "
+        f"{entry['ds']}), was {entry['replaced_collection']}; run {run_id}"
+    )
 
 
 def cmd_evaluate(args, settings: Settings) -> None:
@@ -228,24 +291,31 @@ def cmd_evaluate(args, settings: Settings) -> None:
         synthetic_profile=args.synthetic_profile,
     )
     out = settings.reports / "eval"
-    start, header = time.perf_counter(), {"command": "ebr " + " ".join(args.argv),
-                                          "code_version": code_version()}
+    start, header = (
+        time.perf_counter(),
+        {"command": "ebr " + " ".join(args.argv), "code_version": code_version()},
+    )
 
     def keep(dataset: str, result: dict) -> None:
         # Each dataset's figures are kept as they come; the report is rebuilt from every dataset
         # measured so far, so `--dataset X` refreshes X's section and keeps the others.
         out.mkdir(parents=True, exist_ok=True)
         seconds = time.perf_counter() - start
-        (out / f"{dataset}.json").write_text(json.dumps({**header, "seconds": seconds,
-                                                         "result": result}, default=str))
+        (out / f"{dataset}.json").write_text(
+            json.dumps({**header, "seconds": seconds, "result": result}, default=str)
+        )
 
     if not args.report_only:
         harness.evaluate(settings, options, on_result=keep)
-    kept = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
-            if p.stem in harness.DATASETS}
+    kept = {
+        p.stem: json.loads(p.read_text())
+        for p in sorted(out.glob("*.json"))
+        if p.stem in harness.DATASETS
+    }
     results = {d: kept[d]["result"] for d in harness.DATASETS if d in kept}
-    header["runs"] = {d: {k: kept[d].get(k) for k in ("command", "code_version", "seconds")}
-                      for d in results}
+    header["runs"] = {
+        d: {k: kept[d].get(k) for k in ("command", "code_version", "seconds")} for d in results
+    }
     md = report.write(results, out, header)
     print(md.read_text().split("\n## ", 1)[0])  # the headline table
     _say(f"report: {md} (+ report.json and PNG plots beside it)")
@@ -265,14 +335,24 @@ def cmd_bench(args, settings: Settings) -> None:
             # Each profile's figures are kept as they come; the report is rebuilt from every
             # profile measured so far, so `--profile X` refreshes X's section and keeps the others.
             out.mkdir(parents=True, exist_ok=True)
-            (out / f"{profile}.json").write_text(json.dumps(
-                {"command": "ebr " + " ".join(args.argv), "code_version": code_version(),
-                 "result": result}, default=str))
-    kept = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem in PROFILES}
+            (out / f"{profile}.json").write_text(
+                json.dumps(
+                    {
+                        "command": "ebr " + " ".join(args.argv),
+                        "code_version": code_version(),
+                        "result": result,
+                    },
+                    default=str,
+                )
+            )
+    kept = {
+        p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.stem in PROFILES
+    }
     if not kept:
         sys.exit(f"ebr bench: no benchmark figures under {out}: run without --report-only first")
-    header = {"runs": {p: {k: v for k, v in saved.items() if k != "result"}
-                       for p, saved in kept.items()}}
+    header = {
+        "runs": {p: {k: v for k, v in saved.items() if k != "result"} for p, saved in kept.items()}
+    }
     md = report.write({p: saved["result"] for p, saved in kept.items()}, out, header)
     print(md.read_text().split("\n## Plots", 1)[0])
     _say(f"report: {md} (+ report.json and PNG plots beside it)")
@@ -283,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ebr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="write synthetic landing days (deterministic from EBR_SEED)")
+    p = sub.add_parser(
+        "generate", help="write synthetic landing days (deterministic from EBR_SEED)"
+    )
     p.add_argument("--start", help="first day, YYYY-MM-DD (default EBR_START_DATE)")
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
@@ -294,26 +376,46 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("evaluate", help="quality on real logs and synthetic data: MGDSPR, ablations "
-                       "and baselines on the same splits; report under EBR_HOME/reports/eval/")
-    p.add_argument("--dataset", action="append", choices=["bestbuy", "crowdflower", "synthetic"],
-                   help="repeatable (default: all)")
-    p.add_argument("--method", action="append", help="repeatable (default: all baselines, "
-                   "MGDSPR and its ablations)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
-                   help="folder holding bestbuy/ and crowdflower/")
+    p = sub.add_parser(
+        "evaluate",
+        help="quality on real logs and synthetic data: MGDSPR, ablations "
+        "and baselines on the same splits; report under EBR_HOME/reports/eval/",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        choices=["bestbuy", "crowdflower", "synthetic"],
+        help="repeatable (default: all)",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        help="repeatable (default: all baselines, MGDSPR and its ablations)",
+    )
+    p.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data"),
+        help="folder holding bestbuy/ and crowdflower/",
+    )
     p.add_argument("--epochs", type=int, default=6, help="most epochs per model (early stopping)")
     p.add_argument("--crowdflower-days", type=int, default=7, help="days the generated clicks span")
-    p.add_argument("--crowdflower-sessions", type=int, default=20,
-                   help="generated requests per training query")
+    p.add_argument(
+        "--crowdflower-sessions", type=int, default=20, help="generated requests per training query"
+    )
     p.add_argument("--synthetic-days", type=int, default=3)
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild the report from the figures kept in reports/eval/<dataset>.json")
-    p.add_argument("--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the report from the figures kept in reports/eval/<dataset>.json",
+    )
+    p.add_argument(
+        "--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"]
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "bench", help="benchmark the real stages on synthetic days at marketplace sizes; report "
+        "bench",
+        help="benchmark the real stages on synthetic days at marketplace sizes; report "
         "under EBR_HOME/reports/bench/",
         description="Generates synthetic days per profile into EBR_HOME/bench/<profile>/ (its own "
         "warehouse, models and Milvus Lite file, emptied first: never what serves), runs every "
@@ -321,21 +423,38 @@ def main(argv: list[str] | None = None) -> None:
         "baselines (exact search, the machine's matrix-multiply FLOP/s, training from scratch, "
         "serving latency), and writes report.md, report.json and PNG plots under "
         "EBR_HOME/reports/bench/. Profiles: small (~95k events/day, 2k items), medium (~1M "
-        "events/day, 200k items), large (~10M events/day, 1M items).")
-    p.add_argument("--profile", action="append", choices=["tiny", "small", "medium", "large"],
-                   help="repeatable (default: small, medium and large)")
-    p.add_argument("--days", type=int, default=3,
-                   help="days per profile (default 3; 3 or more extrapolates the day-30 cost, 30 "
-                   "measures it)")
-    p.add_argument("--train-sample", type=int, metavar="N",
-                   help="train each day on its first N examples only (default: 100000 at large, "
-                   "where a whole day would train for hours on 2 cores; all examples elsewhere); "
-                   "the report gives the rate and the extrapolated full-day time")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild the report from the figures kept in reports/bench/<profile>.json")
+        "events/day, 200k items), large (~10M events/day, 1M items).",
+    )
+    p.add_argument(
+        "--profile",
+        action="append",
+        choices=["tiny", "small", "medium", "large"],
+        help="repeatable (default: small, medium and large)",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=3,
+        help="days per profile (default 3; 3 or more extrapolates the day-30 cost, 30 measures it)",
+    )
+    p.add_argument(
+        "--train-sample",
+        type=int,
+        metavar="N",
+        help="train each day on its first N examples only (default: 100000 at large, "
+        "where a whole day would train for hours on 2 cores; all examples elsewhere); "
+        "the report gives the rate and the extrapolated full-day time",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the report from the figures kept in reports/bench/<profile>.json",
+    )
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("status", help="the live alias, its collection, model version, day and gate figures")
+    p = sub.add_parser(
+        "status", help="the live alias, its collection, model version, day and gate figures"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -354,10 +473,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("rollback", help="move the alias back to the previous collection (or --to one)")
+    p = sub.add_parser(
+        "rollback", help="move the alias back to the previous collection (or --to one)"
+    )
     p.add_argument("--reason", required=True, help="why: kept in the promotion log")
     p.add_argument("--user", help="who asks (default: the OS user)")
-    p.add_argument("--to", help="collection items_<yyyymmdd>_v<N> to serve (default: the previous one)")
+    p.add_argument(
+        "--to", help="collection items_<yyyymmdd>_v<N> to serve (default: the previous one)"
+    )
     p.set_defaults(func=cmd_rollback)
 
     args = parser.parse_args(argv)

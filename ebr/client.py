@@ -18,10 +18,9 @@ from ebr.warehouse import reading
 from indexing import store
 from training.artifact import Artifact, load_artifact
 
-BEHAVIOUR_COLUMNS = (
-    ["rt_items", "st_items", "past_queries"]
-    + [f"lt_{a}_{x}" for a in ("click", "cart", "purchase") for x in ("item", "shop", "leaf", "brand")]
-)
+BEHAVIOUR_COLUMNS = ["rt_items", "st_items", "past_queries"] + [
+    f"lt_{a}_{x}" for a in ("click", "cart", "purchase") for x in ("item", "shop", "leaf", "brand")
+]
 RESULT_FIELDS = ["title", "leaf_category", "brand", "shop", "price"]
 MAX_USER_ID = 256
 MAX_FILTER_TEXT = 200
@@ -48,7 +47,9 @@ def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
         with reading(settings.warehouse) as con:
             row = con.execute(
                 f"select {', '.join(BEHAVIOUR_COLUMNS)} from mart_user_features "
-                "where user_id = ? order by ds desc limit 1", [user_id]).fetchone()
+                "where user_id = ? order by ds desc limit 1",
+                [user_id],
+            ).fetchone()
     except duckdb.IOException as e:
         # DuckDB locks its file while a writer (the day's dbt run) holds it: answering without
         # personalisation beats failing the search. Services that pass features= never get here.
@@ -121,25 +122,42 @@ class RetrievalClient:
             path = self.settings.models / f"v{current.model_version}"
             model = load_artifact(path)
             if model.version != current.model_version:
-                raise RuntimeError(f"{path} holds model v{model.version}, not the v{current.model_version} "
-                                   f"that built {current.name}: refusing to pair them")
+                raise RuntimeError(
+                    f"{path} holds model v{model.version}, not the v{current.model_version} "
+                    f"that built {current.name}: refusing to pair them"
+                )
             self._model = model
         return model
 
-    def search(self, query: str, user_id: str | None = None, k: int = 10,
-               filters: Filters | None = None, features: dict[str, list] | None = None) -> dict:
+    def search(
+        self,
+        query: str,
+        user_id: str | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+        features: dict[str, list] | None = None,
+    ) -> dict:
         """Top k items for one query. The user's behaviour comes from the warehouse, unless the
         caller passes `features` (BEHAVIOUR_COLUMNS -> lists, oldest first)."""
         if features is None:
             features = user_features(self.settings, user_id)
         elif set(features) - set(BEHAVIOUR_COLUMNS):
-            raise ValueError(f"unknown feature columns {sorted(set(features) - set(BEHAVIOUR_COLUMNS))}")
-        request = pa.table({"user_id": [user_id or ""], "query": [query],
-                            **{c: [list(features.get(c, []))] for c in BEHAVIOUR_COLUMNS}})
+            raise ValueError(
+                f"unknown feature columns {sorted(set(features) - set(BEHAVIOUR_COLUMNS))}"
+            )
+        request = pa.table(
+            {
+                "user_id": [user_id or ""],
+                "query": [query],
+                **{c: [list(features.get(c, []))] for c in BEHAVIOUR_COLUMNS},
+            }
+        )
         served = self.search_requests(request, k, filters)
         return {**served, "results": served["results"][0]}
 
-    def search_requests(self, requests: pa.Table, k: int = 10, filters: Filters | None = None) -> dict:
+    def search_requests(
+        self, requests: pa.Table, k: int = 10, filters: Filters | None = None
+    ) -> dict:
         """Requests that carry their own behaviour features (user_id, query and the behaviour
         lists, as in mart_eval_examples rows): one list of hits per request, in order."""
         if not 1 <= k <= 16384:  # Milvus' own top-k limit
@@ -155,19 +173,35 @@ class RetrievalClient:
                 log.info("retrying once after %s: %s", type(e).__name__, e)
                 current, hits = self._search_live(client, requests, k, expr)
         return {
-            "alias": self.settings.alias, "collection": current.name,
-            "model_version": current.model_version, "ds": current.ds,
-            "results": [[{"item_id": h["item_id"], "score": round(float(h["distance"]), 4),
-                          **{f: h["entity"].get(f) for f in RESULT_FIELDS}} for h in row] for row in hits],
+            "alias": self.settings.alias,
+            "collection": current.name,
+            "model_version": current.model_version,
+            "ds": current.ds,
+            "results": [
+                [
+                    {
+                        "item_id": h["item_id"],
+                        "score": round(float(h["distance"]), 4),
+                        **{f: h["entity"].get(f) for f in RESULT_FIELDS},
+                    }
+                    for h in row
+                ]
+                for row in hits
+            ],
         }
 
-    def _search_live(self, client, requests: pa.Table, k: int,
-                     expr: str) -> tuple[store.CollectionInfo, list[list[dict]]]:
+    def _search_live(
+        self, client, requests: pa.Table, k: int, expr: str
+    ) -> tuple[store.CollectionInfo, list[list[dict]]]:
         current = store.live(client, self.settings.alias)
         if current is None:
-            raise LookupError(f"alias {self.settings.alias} does not exist yet: no model has been promoted")
+            raise LookupError(
+                f"alias {self.settings.alias} does not exist yet: no model has been promoted"
+            )
         vectors = self._encoder(current).encode_requests(requests)
-        return current, store.search(client, current.name, vectors, k, output_fields=RESULT_FIELDS, expr=expr)
+        return current, store.search(
+            client, current.name, vectors, k, output_fields=RESULT_FIELDS, expr=expr
+        )
 
 
 def sample_requests(settings: Settings, n: int) -> list[tuple[str, str]]:
@@ -176,4 +210,6 @@ def sample_requests(settings: Settings, n: int) -> list[tuple[str, str]]:
         return con.execute(
             "select user_id, query from mart_eval_examples "
             "where ds = (select max(ds) from mart_eval_examples) "
-            "order by len(rt_items) desc, request_id limit ?", [n]).fetchall()
+            "order by len(rt_items) desc, request_id limit ?",
+            [n],
+        ).fetchall()

@@ -24,7 +24,11 @@ def _int_keys(figures: dict | None) -> dict[int, float] | None:
 
 def _candidate_meta(settings: Settings, gate: dict | None, ds: str) -> dict | None:
     """The day's model: the gate's candidate, else the newest artifact trained on the day."""
-    metas = [_read(p / "meta.json") for p in settings.models.glob("v*")] if settings.models.is_dir() else []
+    metas = (
+        [_read(p / "meta.json") for p in settings.models.glob("v*")]
+        if settings.models.is_dir()
+        else []
+    )
     metas = [m for m in metas if m and m["ds"] == ds]
     if gate:
         metas = [m for m in metas if m["version"] == gate["candidate_version"]] or metas
@@ -44,17 +48,31 @@ def write(ds: str, settings: Settings, run_id: str) -> Path:
     serving = moves[-1] if moves else None
     promoted_today = [m for m in moves if m["run_id"] == run_id]
 
-    lines = [f"# ebr_daily, data day {ds}", "", f"Run `{run_id}`. {_outcome(gate, promoted_today, canary)}", ""]
+    lines = [
+        f"# ebr_daily, data day {ds}",
+        "",
+        f"Run `{run_id}`. {_outcome(gate, promoted_today, canary)}",
+        "",
+    ]
     lines += _quality(landing, marts)
     lines += _training(meta, day)
     lines += _gate(gate, day)
     if canary:
-        lines += ["## Canary", "", f"{'passed' if canary['passed'] else 'FAILED'}: {canary['requests']} held-out "
-                  f"requests through the serving client{': ' + '; '.join(canary['problems']) if canary['problems'] else ''}.", ""]
+        lines += [
+            "## Canary",
+            "",
+            f"{'passed' if canary['passed'] else 'FAILED'}: {canary['requests']} held-out "
+            f"requests through the serving client{': ' + '; '.join(canary['problems']) if canary['problems'] else ''}.",
+            "",
+        ]
     lines += ["## Serving now", ""]
-    lines += [f"Alias `{serving['alias']}` -> `{serving['collection']}` (model v{serving['model_version']}, data "
-              f"day {serving['ds']}), since {serving['time']} ({serving['action']} by `{serving['run_id']}`)."
-              if serving and serving["collection"] else "Nothing serves yet.", ""]
+    lines += [
+        f"Alias `{serving['alias']}` -> `{serving['collection']}` (model v{serving['model_version']}, data "
+        f"day {serving['ds']}), since {serving['time']} ({serving['action']} by `{serving['run_id']}`)."
+        if serving and serving["collection"]
+        else "Nothing serves yet.",
+        "",
+    ]
     path = day / REPORT
     path.write_text("\n".join(lines))
     return path
@@ -62,28 +80,44 @@ def write(ds: str, settings: Settings, run_id: str) -> Path:
 
 def _outcome(gate: dict | None, promoted: list[dict], canary: dict | None) -> str:
     if gate is None:
-        return "**Stopped before the gate** (see the failed task's log and the data quality section)."
+        return (
+            "**Stopped before the gate** (see the failed task's log and the data quality section)."
+        )
     if not gate["passed"]:
         return f"**Refused by the gate**: {'; '.join(gate['reasons'])}. The alias did not move."
     if canary and not canary["passed"]:
         return "**Promoted, then moved back by the canary.**"
     # A rerun of a day keeps its run id: only a promotion of this very candidate counts.
-    if any(m["action"] == "promote" and m["collection"] == gate["candidate_collection"] for m in promoted):
+    if any(
+        m["action"] == "promote" and m["collection"] == gate["candidate_collection"]
+        for m in promoted
+    ):
         return f"**Promoted** `{gate['candidate_collection']}`."
     return "Blessed, **not promoted** (older than the live model's day, or promotion did not run)."
 
 
 def _quality(landing: dict | None, marts: dict | None) -> list[str]:
-    lines = ["## Data volumes and quality", "", "| check | table | rows | expectations | failed |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "## Data volumes and quality",
+        "",
+        "| check | table | rows | expectations | failed |",
+        "|---|---|---|---|---|",
+    ]
     for name, summary in (("landing", landing), ("marts", marts)):
         if summary is None:
             lines.append(f"| {name} | – | – | not run | – |")
             continue
         for table, report in summary["tables"].items():
             failed = report["expectations_evaluated"] - report["expectations_successful"]
-            lines.append(f"| {name} | {table} | {report['rows']:,} | {report['expectations_evaluated']} | {failed} |")
-    failures = [f for s in (landing, marts) if s for f in (line for t in s["tables"].values() for line in t["failures"])]
+            lines.append(
+                f"| {name} | {table} | {report['rows']:,} | {report['expectations_evaluated']} | {failed} |"
+            )
+    failures = [
+        f
+        for s in (landing, marts)
+        if s
+        for f in (line for t in s["tables"].values() for line in t["failures"])
+    ]
     return lines + [""] + [f"- {f}" for f in failures] + ([""] if failures else [])
 
 
@@ -91,12 +125,19 @@ def _training(meta: dict | None, day: Path) -> list[str]:
     if meta is None:
         return ["## Training", "", "No model was trained on this day.", ""]
     m = meta["metrics"]
-    lines = ["## Training", "", f"Model v{meta['version']}, warm-started from "
-             f"{'v' + str(meta['parent']) if meta.get('parent') else 'scratch'}: {m.get('examples', '?')} examples, "
-             f"{m['epochs']} epochs (best {m.get('best_epoch', '?')}{', stopped early' if m.get('stopped_early') else ''}), "
-             f"{m['examples_per_s']:.0f} examples/s.", ""]
+    lines = [
+        "## Training",
+        "",
+        f"Model v{meta['version']}, warm-started from "
+        f"{'v' + str(meta['parent']) if meta.get('parent') else 'scratch'}: {m.get('examples', '?')} examples, "
+        f"{m['epochs']} epochs (best {m.get('best_epoch', '?')}{', stopped early' if m.get('stopped_early') else ''}), "
+        f"{m['examples_per_s']:.0f} examples/s.",
+        "",
+    ]
     if m.get("loss_per_epoch"):
-        _plot_training(m["loss_per_epoch"], m.get("validation_recall_per_epoch") or [], day / "training.png")
+        _plot_training(
+            m["loss_per_epoch"], m.get("validation_recall_per_epoch") or [], day / "training.png"
+        )
         lines += ["![training](training.png)", ""]
     return lines
 
@@ -105,11 +146,20 @@ def _gate(gate: dict | None, day: Path) -> list[str]:
     if gate is None:
         return ["## Gate", "", "Not reached.", ""]
     cand, live = _int_keys(gate["candidate_recall"]), _int_keys(gate["live_recall"])
-    lines = ["## Gate", "", f"{gate['eval_requests']} held-out requests; decides on Recall@{gate['gate_k']}: "
-             f"floor {gate['floor']}, allowed drop against live {gate['margin']}.", "",
-             f"| K | candidate v{gate['candidate_version']} | live "
-             f"{'v' + str(gate['live_version']) if live else '(none)'} |", "|---|---|---|"]
-    lines += [f"| {k} | {cand[k]:.4f} | {live[k]:.4f} |" if live else f"| {k} | {cand[k]:.4f} | – |" for k in sorted(cand)]
+    lines = [
+        "## Gate",
+        "",
+        f"{gate['eval_requests']} held-out requests; decides on Recall@{gate['gate_k']}: "
+        f"floor {gate['floor']}, allowed drop against live {gate['margin']}.",
+        "",
+        f"| K | candidate v{gate['candidate_version']} | live "
+        f"{'v' + str(gate['live_version']) if live else '(none)'} |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {cand[k]:.4f} | {live[k]:.4f} |" if live else f"| {k} | {cand[k]:.4f} | – |"
+        for k in sorted(cand)
+    ]
     _plot_recall(cand, live, gate, day / "recall.png")
     return lines + ["", "![recall](recall.png)", ""]
 
@@ -126,7 +176,13 @@ def _plot_training(losses: list[float], recalls: list[float], path: Path) -> Non
     loss_axis.set(xlabel="epoch", ylabel="loss", xticks=list(epochs))
     if recalls:
         recall_axis = loss_axis.twinx()
-        recall_axis.plot(range(1, len(recalls) + 1), recalls, "s--", color="tab:orange", label="validation recall")
+        recall_axis.plot(
+            range(1, len(recalls) + 1),
+            recalls,
+            "s--",
+            color="tab:orange",
+            label="validation recall",
+        )
         recall_axis.set_ylabel("validation recall")
     fig.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()
@@ -134,7 +190,9 @@ def _plot_training(losses: list[float], recalls: list[float], path: Path) -> Non
     plt.close(fig)
 
 
-def _plot_recall(cand: dict[int, float], live: dict[int, float] | None, gate: dict, path: Path) -> None:
+def _plot_recall(
+    cand: dict[int, float], live: dict[int, float] | None, gate: dict, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -68,8 +68,9 @@ class ModelConfig:
                     f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
         if not 0 <= self.validation_share < 1:
-            raise ValueError(f"ModelConfig.validation_share must be in [0, 1), got "
-                             f"{self.validation_share!r}")
+            raise ValueError(
+                f"ModelConfig.validation_share must be in [0, 1), got {self.validation_share!r}"
+            )
         if self.patience < 0:
             raise ValueError(f"ModelConfig.patience must be >= 0, got {self.patience!r}")
 
@@ -101,7 +102,9 @@ class Settings:
         if not 0 <= self.canary_margin <= 1:
             raise ValueError(f"EBR_CANARY_MARGIN must be in [0, 1], got {self.canary_margin}")
         if not 0 <= self.max_catalogue_drop <= 1:
-            raise ValueError(f"EBR_MAX_CATALOGUE_DROP must be in [0, 1], got {self.max_catalogue_drop}")
+            raise ValueError(
+                f"EBR_MAX_CATALOGUE_DROP must be in [0, 1], got {self.max_catalogue_drop}"
+            )
 
     @property
     def landing(self) -> Path:

@@ -14,7 +14,9 @@ from pathlib import Path
 from ebr.settings import Settings
 
 log = logging.getLogger(__name__)
-ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII only: \d also matches other scripts' digits
+ISO_DAY = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+)  # ASCII only: \d also matches other scripts' digits
 
 
 def iso_day(value: str, name: str = "ds") -> str:
@@ -125,7 +127,9 @@ def promote(ds: str, settings: Settings, run_id: str, allow_older: bool = False)
     return {**entry, "canary": run_canary(ds, entry, settings, run_id)}
 
 
-def rollback(settings: Settings, run_id: str, user: str, reason: str, to: str | None = None) -> dict:
+def rollback(
+    settings: Settings, run_id: str, user: str, reason: str, to: str | None = None
+) -> dict:
     """An operator's rollback of the alias (see indexing.promote.rollback)."""
     from indexing.promote import rollback as move_back
 

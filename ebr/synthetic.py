@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +83,49 @@ BRANDS = {
     "beauty": ("belleza", "glowra", "purelle", "aurum", "silkea", "dermia"),
     "toys": ("funzo", "brickly", "tinytown", "playmo", "wonderkit", "jolly"),
 }
-ADJECTIVES = ("wireless", "premium", "classic", "portable", "compact", "deluxe", "slim", "eco",
-              "pro", "vintage", "ultra", "soft", "waterproof", "lightweight", "smart")
-COLOURS = ("black", "white", "red", "blue", "green", "grey", "pink", "navy", "beige", "gold",
-           "silver", "purple")
-MATERIALS = ("cotton", "leather", "steel", "bamboo", "silicone", "wool", "ceramic", "aluminium",
-             "plastic", "linen")
+ADJECTIVES = (
+    "wireless",
+    "premium",
+    "classic",
+    "portable",
+    "compact",
+    "deluxe",
+    "slim",
+    "eco",
+    "pro",
+    "vintage",
+    "ultra",
+    "soft",
+    "waterproof",
+    "lightweight",
+    "smart",
+)
+COLOURS = (
+    "black",
+    "white",
+    "red",
+    "blue",
+    "green",
+    "grey",
+    "pink",
+    "navy",
+    "beige",
+    "gold",
+    "silver",
+    "purple",
+)
+MATERIALS = (
+    "cotton",
+    "leather",
+    "steel",
+    "bamboo",
+    "silicone",
+    "wool",
+    "ceramic",
+    "aluminium",
+    "plastic",
+    "linen",
+)
 LEAVES = [(top, leaf) for top, leaves in CATALOGUE.items() for leaf in leaves]
 BLOCK = 1024  # items and users are generated in seeded blocks so any prefix is reproducible
 # Lookup tables, so that a column of words is one take over a small vocabulary.
@@ -96,11 +133,17 @@ TOPS = tuple(CATALOGUE)
 LEAF_TOP = np.array([TOPS.index(top) for top, _ in LEAVES])
 BRAND_WORDS = [brand for top in TOPS for brand in BRANDS[top]]  # index: top * TIERS + tier
 TIERS = 6  # brands per top category; the brand index doubles as price tier
-EVENT_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-    ("user_id", pa.string()), ("query", pa.string()), ("item_id", pa.string()),
-    ("event_type", pa.string()), ("position", pa.int32()),
-])
+EVENT_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.string()),
+        ("query", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("position", pa.int32()),
+    ]
+)
 EVENT_TYPES = ("impression", "click", "cart", "purchase")
 
 
@@ -119,14 +162,32 @@ class Profile:
 # About 11.9 events per request (10 impressions, clicks, carts, purchases): medium lands about
 # 1M events a day over 200k items, large about 10M over 1M items.
 PROFILES = {
-    "tiny": Profile(items=300, new_items_per_day=20, users=150, new_users_per_day=20,
-                    requests_per_day=1200),
-    "small": Profile(items=2_000, new_items_per_day=100, users=1_500, new_users_per_day=100,
-                     requests_per_day=8_000),
-    "medium": Profile(items=200_000, new_items_per_day=2_000, users=100_000,
-                      new_users_per_day=2_000, requests_per_day=85_000, vectorised=True),
-    "large": Profile(items=1_000_000, new_items_per_day=10_000, users=800_000,
-                     new_users_per_day=10_000, requests_per_day=850_000, vectorised=True),
+    "tiny": Profile(
+        items=300, new_items_per_day=20, users=150, new_users_per_day=20, requests_per_day=1200
+    ),
+    "small": Profile(
+        items=2_000,
+        new_items_per_day=100,
+        users=1_500,
+        new_users_per_day=100,
+        requests_per_day=8_000,
+    ),
+    "medium": Profile(
+        items=200_000,
+        new_items_per_day=2_000,
+        users=100_000,
+        new_users_per_day=2_000,
+        requests_per_day=85_000,
+        vectorised=True,
+    ),
+    "large": Profile(
+        items=1_000_000,
+        new_items_per_day=10_000,
+        users=800_000,
+        new_users_per_day=10_000,
+        requests_per_day=850_000,
+        vectorised=True,
+    ),
 }
 
 
@@ -169,15 +230,21 @@ def _items_block(seed: int, block: int) -> Items:
 
 def catalogue(seed: int, n: int) -> Items:
     blocks = [_items_block(seed, b) for b in range(-(-n // BLOCK))]
-    return Items(**{f: np.concatenate([getattr(b, f) for b in blocks])[:n]
-                    for f in Items.__dataclass_fields__})
+    return Items(
+        **{
+            f: np.concatenate([getattr(b, f) for b in blocks])[:n]
+            for f in Items.__dataclass_fields__
+        }
+    )
 
 
 def _words(vocabulary: list[str] | tuple[str, ...], index: np.ndarray) -> pa.Array:
     """vocabulary[index] as a string column; null where index < 0 (an attribute not present)."""
     index = np.asarray(index)
     indices = pa.array(np.maximum(index, 0), mask=index < 0)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(vocabulary, pa.string())).dictionary_decode()
+    return pa.DictionaryArray.from_arrays(
+        indices, pa.array(vocabulary, pa.string())
+    ).dictionary_decode()
 
 
 def _prefixed(prefix: str, numbers: np.ndarray) -> pa.Array:
@@ -187,14 +254,21 @@ def _prefixed(prefix: str, numbers: np.ndarray) -> pa.Array:
 
 def titles(items: Items) -> pa.Array:
     """brand [adjective] [colour] [material] noun code, e.g. "sonix wireless black headphones he123"."""
-    code = pc.binary_join_element_wise(_words([leaf[:2] for _, leaf in LEAVES], items.leaf),
-                                       pc.cast(pa.array(items.code), pa.string()), "")
+    code = pc.binary_join_element_wise(
+        _words([leaf[:2] for _, leaf in LEAVES], items.leaf),
+        pc.cast(pa.array(items.code), pa.string()),
+        "",
+    )
     return pc.binary_join_element_wise(
         _words(BRAND_WORDS, LEAF_TOP[items.leaf] * TIERS + items.brand),
-        _words(ADJECTIVES, items.adjective), _words(COLOURS, items.colour),
+        _words(ADJECTIVES, items.adjective),
+        _words(COLOURS, items.colour),
         _words(MATERIALS, items.material),
-        _words([CATALOGUE[top][leaf][0] for top, leaf in LEAVES], items.leaf), code,
-        " ", null_handling="skip")
+        _words([CATALOGUE[top][leaf][0] for top, leaf in LEAVES], items.leaf),
+        code,
+        " ",
+        null_handling="skip",
+    )
 
 
 @dataclass
@@ -208,8 +282,13 @@ def users(seed: int, n: int) -> Users:
     parts = []
     for b in range(-(-n // BLOCK)):
         r = _rng(seed, 2, b)
-        parts.append((r.integers(0, len(LEAVES), (BLOCK, 2)), r.integers(0, 6, BLOCK),
-                      r.pareto(1.5, BLOCK) + 0.2))
+        parts.append(
+            (
+                r.integers(0, len(LEAVES), (BLOCK, 2)),
+                r.integers(0, 6, BLOCK),
+                r.pareto(1.5, BLOCK) + 0.2,
+            )
+        )
     return Users(*(np.concatenate(p)[:n] for p in zip(*parts)))
 
 
@@ -217,13 +296,19 @@ def _typo(word: str, r: np.random.Generator) -> str:
     if len(word) < 4:
         return word
     k = int(r.integers(1, len(word) - 1))
-    return word[:k] + word[k + 1:] if r.random() < 0.5 else word[:k] + word[k + 1] + word[k] + word[k + 2:]
+    return (
+        word[:k] + word[k + 1 :]
+        if r.random() < 0.5
+        else word[:k] + word[k + 1] + word[k] + word[k + 2 :]
+    )
 
 
 def _query(items: Items, k: int, r: np.random.Generator) -> str:
     top, leaf = LEAVES[items.leaf[k]]
     nouns = CATALOGUE[top][leaf]
-    terms = [nouns[int(r.integers(1, len(nouns)))] if len(nouns) > 1 and r.random() < 0.3 else nouns[0]]
+    terms = [
+        nouns[int(r.integers(1, len(nouns)))] if len(nouns) > 1 and r.random() < 0.3 else nouns[0]
+    ]
     if r.random() < 0.45:
         terms.insert(0, BRANDS[top][items.brand[k]])
     if items.colour[k] >= 0 and r.random() < 0.35:
@@ -269,19 +354,22 @@ def catalogue_table(items: Items, profile: Profile) -> pa.Table:
     """The day's items.parquet."""
     top = LEAF_TOP[items.leaf]
     shops = [f"shop_{t}_{s}" for t in TOPS for s in range(profile.shops_per_top)]
-    return pa.table({
-        "item_id": _prefixed("i", np.arange(len(items))),
-        "title": titles(items),
-        "leaf_category": _words([leaf for _, leaf in LEAVES], items.leaf),
-        "top_category": _words(TOPS, top),
-        "brand": _words(BRAND_WORDS, top * TIERS + items.brand),
-        "shop": _words(shops, top * profile.shops_per_top + items.shop % profile.shops_per_top),
-        "price": pa.array(items.price, pa.float64()),
-    })
+    return pa.table(
+        {
+            "item_id": _prefixed("i", np.arange(len(items))),
+            "title": titles(items),
+            "leaf_category": _words([leaf for _, leaf in LEAVES], items.leaf),
+            "top_category": _words(TOPS, top),
+            "brand": _words(BRAND_WORDS, top * TIERS + items.brand),
+            "shop": _words(shops, top * profile.shops_per_top + items.shop % profile.shops_per_top),
+            "price": pa.array(items.price, pa.float64()),
+        }
+    )
 
 
-def day_parts(ds: date, start: date, profile: Profile, seed: int
-              ) -> tuple[Iterator[pa.RecordBatch], pa.Table]:
+def day_parts(
+    ds: date, start: date, profile: Profile, seed: int
+) -> tuple[Iterator[pa.RecordBatch], pa.Table]:
     """(events of day `ds` as record batches, drawn lazily, and the day's catalogue) of the
     marketplace that opened on `start`."""
     day = (ds - start).days
@@ -294,13 +382,22 @@ def day_parts(ds: date, start: date, profile: Profile, seed: int
     who = r.choice(len(people.brands), n_req, p=people.activity / people.activity.sum())
     # requests end 10 minutes before midnight so follow-up events stay inside the day
     seconds = np.sort(r.uniform(0, 86_400 - 600, n_req))
-    midnight = datetime(ds.year, ds.month, ds.day, tzinfo=timezone.utc)
+    midnight = datetime(ds.year, ds.month, ds.day, tzinfo=UTC)
     table = catalogue_table(items, profile)
     if profile.vectorised:
         events = _chunked_events(day, midnight, who, seconds, items, people, profile, seed)
     else:
-        events = _sequential_events(day, midnight, who, seconds, items, people, profile,
-                                    table.column("title").to_pylist(), r)
+        events = _sequential_events(
+            day,
+            midnight,
+            who,
+            seconds,
+            items,
+            people,
+            profile,
+            table.column("title").to_pylist(),
+            r,
+        )
     return events, table
 
 
@@ -310,8 +407,9 @@ def generate_day(ds: date, start: date, profile: Profile, seed: int) -> tuple[pa
     return pa.Table.from_batches(list(events), EVENT_SCHEMA), items
 
 
-def _sequential_events(day, midnight, who, seconds, items, people, profile, title_list, r
-                       ) -> Iterator[pa.RecordBatch]:
+def _sequential_events(
+    day, midnight, who, seconds, items, people, profile, title_list, r
+) -> Iterator[pa.RecordBatch]:
     """Request by request, with one random stream: the generator of tiny and small."""
     engine = _LexicalEngine(title_list)
     by_leaf = [np.flatnonzero(items.leaf == leaf) for leaf in range(len(LEAVES))]
@@ -328,7 +426,11 @@ def _sequential_events(day, midnight, who, seconds, items, people, profile, titl
 
     for j in range(len(who)):
         u = int(who[j])
-        leaf = int(people.leaves[u, int(r.integers(0, 2))]) if r.random() < 0.8 else int(r.integers(0, len(LEAVES)))
+        leaf = (
+            int(people.leaves[u, int(r.integers(0, 2))])
+            if r.random() < 0.8
+            else int(r.integers(0, len(LEAVES)))
+        )
         pool = by_leaf[leaf]
         if len(pool) == 0:
             continue
@@ -342,7 +444,9 @@ def _sequential_events(day, midnight, who, seconds, items, people, profile, titl
         for pos, k in enumerate(shown):
             k = int(k)
             emit(rid, t, uid, query, k, "impression", pos)
-            relevance = len(words & set(title_list[k].split())) / len(words) + (items.leaf[k] == leaf)
+            relevance = len(words & set(title_list[k].split())) / len(words) + (
+                items.leaf[k] == leaf
+            )
             preference = 1.0 + (items.brand[k] == people.brands[u]) + (k == target)
             p_click = min(0.9, 0.12 * relevance * preference / (1 + 0.25 * pos))
             if r.random() < p_click:
@@ -353,7 +457,8 @@ def _sequential_events(day, midnight, who, seconds, items, people, profile, titl
                         emit(rid, t + timedelta(seconds=120), uid, query, k, "purchase", pos)
 
     yield pa.RecordBatch.from_arrays(
-        [pa.array(cols[f.name], f.type) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+        [pa.array(cols[f.name], f.type) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA
+    )
 
 
 # --- the chunked generator (medium, large) -------------------------------------------------------
@@ -361,8 +466,11 @@ def _sequential_events(day, midnight, who, seconds, items, people, profile, titl
 CHUNK = 50_000  # requests per record batch (about 600k events): bounds memory at any profile
 GROUP_DRAWS, LEAF_DRAWS = 24, 8  # the engine's sample per request (see _engine_sample)
 NOUNS_PER_LEAF = max(len(CATALOGUE[top][leaf]) for top, leaf in LEAVES)
-NOUNS = [CATALOGUE[top][leaf][s] if s < len(CATALOGUE[top][leaf]) else ""  # index: leaf * 3 + s
-         for top, leaf in LEAVES for s in range(NOUNS_PER_LEAF)]
+NOUNS = [
+    CATALOGUE[top][leaf][s] if s < len(CATALOGUE[top][leaf]) else ""  # index: leaf * 3 + s
+    for top, leaf in LEAVES
+    for s in range(NOUNS_PER_LEAF)
+]
 NOUN_WORDS = np.array([len(noun.split()) for noun in NOUNS])
 SYNONYMS = np.array([len(CATALOGUE[top][leaf]) - 1 for top, leaf in LEAVES])
 # term columns of a query, in the order they are written: [adjective] [colour] [brand] noun [material]
@@ -384,8 +492,9 @@ class _Groups:
         return np.where(count > 0, self.order[np.minimum(pos, len(self.order) - 1)], -1)
 
 
-def _chunked_events(day, midnight, who, seconds, items, people, profile, seed
-                    ) -> Iterator[pa.RecordBatch]:
+def _chunked_events(
+    day, midnight, who, seconds, items, people, profile, seed
+) -> Iterator[pa.RecordBatch]:
     """The same marketplace drawn CHUNK requests at a time, each chunk from its own seeded stream
     (so a chunk does not depend on how earlier ones were drawn)."""
     colour, colours = items.colour + 1, len(COLOURS) + 1  # -1 (none) becomes group 0
@@ -393,27 +502,45 @@ def _chunked_events(day, midnight, who, seconds, items, people, profile, seed
         (False, False): _Groups(items.leaf, len(LEAVES)),
         (True, False): _Groups(items.leaf * TIERS + items.brand, len(LEAVES) * TIERS),
         (False, True): _Groups(items.leaf * colours + colour, len(LEAVES) * colours),
-        (True, True): _Groups((items.leaf * TIERS + items.brand) * colours + colour,
-                              len(LEAVES) * TIERS * colours),
+        (True, True): _Groups(
+            (items.leaf * TIERS + items.brand) * colours + colour, len(LEAVES) * TIERS * colours
+        ),
     }
-    if (groups[False, False].count == 0).any():  # a request browses a leaf and targets an item there
-        raise ValueError("the chunked generator needs items in every leaf: use a catalogue of "
-                         "a few thousand items or more")
+    if (
+        groups[False, False].count == 0
+    ).any():  # a request browses a leaf and targets an item there
+        raise ValueError(
+            "the chunked generator needs items in every leaf: use a catalogue of "
+            "a few thousand items or more"
+        )
     ids = _prefixed("i", np.arange(len(items)))
     midnight_us = int(midnight.timestamp()) * 1_000_000
     for c, lo in enumerate(range(0, len(who), CHUNK)):
         r = _rng(seed, 4, day, c)
-        yield _chunk(np.arange(lo, min(lo + CHUNK, len(who))), day, midnight_us, who, seconds,
-                     items, people, profile, groups, ids, r)
+        yield _chunk(
+            np.arange(lo, min(lo + CHUNK, len(who))),
+            day,
+            midnight_us,
+            who,
+            seconds,
+            items,
+            people,
+            profile,
+            groups,
+            ids,
+            r,
+        )
 
 
-def _chunk(req, day, midnight_us, who, seconds, items, people, profile, groups, ids, r
-           ) -> pa.RecordBatch:
+def _chunk(
+    req, day, midnight_us, who, seconds, items, people, profile, groups, ids, r
+) -> pa.RecordBatch:
     n, u = len(req), who[req]
     # the leaf browsed: mostly one of the user's two, else any; the target: half the time an item
     # of the user's favourite brand there (when there is one), else any item of the leaf
-    leaf = np.where(r.random(n) < 0.8, people.leaves[u, r.integers(0, 2, n)],
-                    r.integers(0, len(LEAVES), n))
+    leaf = np.where(
+        r.random(n) < 0.8, people.leaves[u, r.integers(0, 2, n)], r.integers(0, len(LEAVES), n)
+    )
     fav = groups[True, False].draw(leaf * TIERS + people.brands[u], 1, r)[:, 0]
     anyone = groups[False, False].draw(leaf, 1, r)[:, 0]
     target = np.where((fav >= 0) & (r.random(n) < 0.5), fav, anyone)
@@ -425,8 +552,11 @@ def _chunk(req, day, midnight_us, who, seconds, items, people, profile, groups, 
     named[:, COLOUR] = (items.colour[target] >= 0) & (r.random(n) < 0.35)
     named[:, ADJ] = (items.adjective[target] >= 0) & (r.random(n) < 0.25)
     named[:, MATERIAL] = (items.material[target] >= 0) & (r.random(n) < 0.15)
-    synonym = np.where((SYNONYMS[leaf] > 0) & (r.random(n) < 0.3),
-                       1 + (r.random(n) * np.maximum(SYNONYMS[leaf], 1)).astype(np.int64), 0)
+    synonym = np.where(
+        (SYNONYMS[leaf] > 0) & (r.random(n) < 0.3),
+        1 + (r.random(n) * np.maximum(SYNONYMS[leaf], 1)).astype(np.int64),
+        0,
+    )
     terms = _terms(items, target, leaf, synonym, named)
     # a typo in one named term, one query in ten; the term then matches no title
     typo_term = np.where(r.random(n) < 0.1, _nth_named(named, r), -1)
@@ -434,11 +564,13 @@ def _chunk(req, day, midnight_us, who, seconds, items, people, profile, groups, 
     for j in np.flatnonzero(typo_term >= 0):
         k = typo_term[j]
         terms[j, k], typoed[j, k] = _typo_term(terms[j, k], r)
-    query = pc.binary_join_element_wise(*(pa.array(terms[:, k], pa.string()) for k in range(5)),
-                                        " ", null_handling="skip")
+    query = pc.binary_join_element_wise(
+        *(pa.array(terms[:, k], pa.string()) for k in range(5)), " ", null_handling="skip"
+    )
 
-    shown, matched = _engine_sample(items, target, leaf, synonym, named & ~typoed, groups,
-                                    profile.shown, r)
+    shown, matched = _engine_sample(
+        items, target, leaf, synonym, named & ~typoed, groups, profile.shown, r
+    )
     query_words = NOUN_WORDS[leaf * NOUNS_PER_LEAF + synonym] + named.sum(1) - 1
     valid = shown >= 0
     k = np.maximum(shown, 0)
@@ -456,15 +588,18 @@ def _chunk(req, day, midnight_us, who, seconds, items, people, profile, groups, 
     row, slot, kind = np.nonzero(happened)
     t_us = midnight_us + np.round(seconds[req] * 1e6).astype(np.int64)
     offset_s = np.select([kind == 1, kind == 2, kind == 3], [5 + slot, 60, 120], 0)
-    return pa.RecordBatch.from_arrays([
-        _prefixed(f"r{day}_", req[row]),
-        pa.array(t_us[row] + offset_s * 1_000_000, pa.timestamp("us", tz="UTC")),
-        _prefixed("u", u[row]),
-        query.take(pa.array(row)),
-        ids.take(pa.array(shown[row, slot])),
-        _words(EVENT_TYPES, kind),
-        pa.array(slot, pa.int32()),
-    ], schema=EVENT_SCHEMA)
+    return pa.RecordBatch.from_arrays(
+        [
+            _prefixed(f"r{day}_", req[row]),
+            pa.array(t_us[row] + offset_s * 1_000_000, pa.timestamp("us", tz="UTC")),
+            _prefixed("u", u[row]),
+            query.take(pa.array(row)),
+            ids.take(pa.array(shown[row, slot])),
+            _words(EVENT_TYPES, kind),
+            pa.array(slot, pa.int32()),
+        ],
+        schema=EVENT_SCHEMA,
+    )
 
 
 def _terms(items: Items, target, leaf, synonym, named) -> np.ndarray:
@@ -491,8 +626,9 @@ def _typo_term(term: str, r: np.random.Generator) -> tuple[str, bool]:
     return typo, typo != term
 
 
-def _engine_sample(items: Items, target, leaf, synonym, matchable, groups, shown: int, r
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _engine_sample(
+    items: Items, target, leaf, synonym, matchable, groups, shown: int, r
+) -> tuple[np.ndarray, np.ndarray]:
     """The lexical engine (items with the most query words in their title first, ties in random
     order) over a sample instead of the whole catalogue: GROUP_DRAWS items of the leaf that share
     the brand and colour the query names (the engine's top tier), LEAF_DRAWS items of the leaf,
@@ -519,7 +655,8 @@ def _engine_sample(items: Items, target, leaf, synonym, matchable, groups, shown
     k, t = np.maximum(cand, 0), target[:, None]
     same = {  # [n, K] does candidate k share the target's attribute
         NOUN: (items.leaf[k] == leaf[:, None]) * NOUN_WORDS[leaf * NOUNS_PER_LEAF][:, None],
-        BRAND: (LEAF_TOP[items.leaf[k]] == LEAF_TOP[leaf][:, None]) & (items.brand[k] == items.brand[t]),
+        BRAND: (LEAF_TOP[items.leaf[k]] == LEAF_TOP[leaf][:, None])
+        & (items.brand[k] == items.brand[t]),
         COLOUR: items.colour[k] == items.colour[t],
         ADJ: items.adjective[k] == items.adjective[t],
         MATERIAL: items.material[k] == items.material[t],
@@ -535,8 +672,9 @@ def _engine_sample(items: Items, target, leaf, synonym, matchable, groups, shown
     by_item = np.lexsort((-score, cand), axis=1)
     ordered = np.take_along_axis(cand, by_item, 1)
     repeat = np.zeros_like(score, bool)
-    np.put_along_axis(repeat, by_item,
-                      np.pad(ordered[:, 1:] == ordered[:, :-1], ((0, 0), (1, 0))), 1)
+    np.put_along_axis(
+        repeat, by_item, np.pad(ordered[:, 1:] == ordered[:, :-1], ((0, 0), (1, 0))), 1
+    )
     score[repeat] = -2
     page = np.lexsort((r.random(score.shape), -score), axis=1)[:, :shown]
     items_shown = np.take_along_axis(cand, page, 1)
@@ -544,8 +682,9 @@ def _engine_sample(items: Items, target, leaf, synonym, matchable, groups, shown
     return items_shown, np.take_along_axis(matched, page, 1)
 
 
-def write_day(landing: Path, ds: date, events: pa.Table | Iterable[pa.RecordBatch],
-              items: pa.Table) -> Path:
+def write_day(
+    landing: Path, ds: date, events: pa.Table | Iterable[pa.RecordBatch], items: pa.Table
+) -> Path:
     """Writes a day folder atomically: a reader sees the whole day or none of it. Events given as
     record batches are written one row group each, never held whole."""
     final = landing / f"ds={ds.isoformat()}"

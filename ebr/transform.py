@@ -51,7 +51,13 @@ def dbt_build(ds: str, settings: Settings, select: str | None = None) -> None:
     Raises ``RuntimeError`` with the tail of dbt's output when dbt fails.
     """
     date.fromisoformat(ds)  # fail here, not deep inside dbt, on a malformed day
-    command = [dbt_executable(), "build", *_dbt_args(settings), "--vars", json.dumps(dbt_vars(ds, settings))]
+    command = [
+        dbt_executable(),
+        "build",
+        *_dbt_args(settings),
+        "--vars",
+        json.dumps(dbt_vars(ds, settings)),
+    ]
     if select:
         command += ["--select", select]
     _run(command, settings, f"ds={ds}")
@@ -67,7 +73,9 @@ def dbt_build_days(days: list[str], settings: Settings) -> None:
     """
     for ds in days:
         date.fromisoformat(ds)
-    payload = json.dumps({"args": _dbt_args(settings), "vars": [dbt_vars(ds, settings) for ds in days]})
+    payload = json.dumps(
+        {"args": _dbt_args(settings), "vars": [dbt_vars(ds, settings) for ds in days]}
+    )
     _run([sys.executable, "-m", "ebr.transform", payload], settings, f"days {days[0]}..{days[-1]}")
 
 
@@ -76,22 +84,35 @@ def _dbt_args(settings: Settings) -> list[str]:
     dbt_home = settings.home / "dbt"
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
     return [
-        "--project-dir", str(DBT_PROJECT_DIR),
-        "--profiles-dir", str(DBT_PROJECT_DIR),
-        "--target-path", str(dbt_home / "target"),
-        "--log-path", str(dbt_home / "logs"),
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(dbt_home / "target"),
+        "--log-path",
+        str(dbt_home / "logs"),
     ]
 
 
 def _run(command: list[str], settings: Settings, what: str) -> None:
     # The child inherits the environment (PATH, HOME, ...) plus the project's own variables.
     env = {**os.environ, **dbt_env(settings)}
-    result = subprocess.run(command, cwd=DBT_PROJECT_DIR, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, check=False)
+    result = subprocess.run(
+        command,
+        cwd=DBT_PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         tail = result.stdout[-_OUTPUT_TAIL_CHARS:]
-        raise RuntimeError(f"dbt build failed for {what} (exit code {result.returncode}, "
-                           f"warehouse {settings.warehouse}):\n{tail}")
+        raise RuntimeError(
+            f"dbt build failed for {what} (exit code {result.returncode}, "
+            f"warehouse {settings.warehouse}):\n{tail}"
+        )
 
 
 def _build_days_in_process(payload: str) -> int:

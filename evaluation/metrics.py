@@ -25,8 +25,9 @@ def mean_se(values: Sequence[float | None]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def recall_at_k(retrieved: Sequence[Sequence[str]], relevant: Sequence[Collection[str]],
-                k: int) -> list[float | None]:
+def recall_at_k(
+    retrieved: Sequence[Sequence[str]], relevant: Sequence[Collection[str]], k: int
+) -> list[float | None]:
     """Share of a request's relevant items found in its top k; None when it has none relevant
     (it cannot be recalled or missed, so it must not pull the mean towards 0 or 1)."""
     _same_length(retrieved, relevant)
@@ -37,17 +38,20 @@ def recall_at_k(retrieved: Sequence[Sequence[str]], relevant: Sequence[Collectio
     return out
 
 
-def relevance_rate_at_k(retrieved: Sequence[Sequence[str]], grades: Sequence[dict[str, int]],
-                        k: int, good: int = 4) -> list[float]:
+def relevance_rate_at_k(
+    retrieved: Sequence[Sequence[str]], grades: Sequence[dict[str, int]], k: int, good: int = 4
+) -> list[float]:
     """Share of the top k whose grade is `good` (the paper's P_good). Unjudged items are not
     good, and the denominator is always k: returning fewer than k items counts the gap as misses."""
     _same_length(retrieved, grades)
-    return [sum(1 for item in got[:k] if g.get(item) == good) / k
-            for got, g in zip(retrieved, grades)]
+    return [
+        sum(1 for item in got[:k] if g.get(item) == good) / k for got, g in zip(retrieved, grades)
+    ]
 
 
-def ndcg_at_k(retrieved: Sequence[Sequence[str]], grades: Sequence[dict[str, int]],
-              k: int) -> list[float]:
+def ndcg_at_k(
+    retrieved: Sequence[Sequence[str]], grades: Sequence[dict[str, int]], k: int
+) -> list[float]:
     """nDCG@k with gain 2^(grade-1) - 1 (grade 1 and unjudged items gain 0) and a log2(rank+1)
     discount; the ideal ranks that query's judged items by grade. 0 when the ideal is 0."""
     _same_length(retrieved, grades)

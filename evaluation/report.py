@@ -24,8 +24,9 @@ def write(results: dict, out: Path, header: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     results = _int_keys(results)  # figures read back from JSON have "10" where K was 10
     checks = {"targets": targets(results), "paper": paper_claims(results)}
-    (out / "report.json").write_text(json.dumps({**header, "results": results, **checks},
-                                                indent=2, default=str))
+    (out / "report.json").write_text(
+        json.dumps({**header, "results": results, **checks}, indent=2, default=str)
+    )
     plots = _plots(results, out)
     md = out / "report.md"
     md.write_text(markdown(results, header, checks, plots))
@@ -34,8 +35,10 @@ def write(results: dict, out: Path, header: dict) -> Path:
 
 def _int_keys(value):
     if isinstance(value, dict):
-        return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
-                for k, v in value.items()}
+        return {
+            int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -73,19 +76,48 @@ def targets(results: dict) -> list[dict]:
             return
         best = max(others, key=lambda r: others[r][0])
         gap = ours[0] - others[best][0]
-        rows.append({"target": name, "mgdspr": ours, "best_rival": best,
-                     "rival": others[best], "gap": gap, "met": gap > 0})
+        rows.append(
+            {
+                "target": name,
+                "mgdspr": ours,
+                "best_rival": best,
+                "rival": others[best],
+                "gap": gap,
+                "met": gap > 0,
+            }
+        )
 
-    beat(f"Best Buy Recall@{RECALL_K} > every baseline", "bestbuy", "recall", RECALL_K,
-         BASELINE_METHODS)
-    beat(f"Best Buy Recall@{RECALL_K} on unseen queries > every baseline", "bestbuy",
-         "recall: unseen query", RECALL_K, BASELINE_METHODS)
-    beat("CrowdFlower relevance rate@10 > BM25 and MiniLM", "crowdflower", "relevance_rate@10",
-         None, ("bm25", "minilm"))
-    beat("CrowdFlower nDCG@10 > BM25 and MiniLM", "crowdflower", "ndcg@10", None,
-         ("bm25", "minilm"))
-    beat(f"Synthetic Recall@{SYNTHETIC_K}: personalised > query-only", "synthetic", "recall",
-         SYNTHETIC_K, ("mgdspr-query-only",))
+    beat(
+        f"Best Buy Recall@{RECALL_K} > every baseline",
+        "bestbuy",
+        "recall",
+        RECALL_K,
+        BASELINE_METHODS,
+    )
+    beat(
+        f"Best Buy Recall@{RECALL_K} on unseen queries > every baseline",
+        "bestbuy",
+        "recall: unseen query",
+        RECALL_K,
+        BASELINE_METHODS,
+    )
+    beat(
+        "CrowdFlower relevance rate@10 > BM25 and MiniLM",
+        "crowdflower",
+        "relevance_rate@10",
+        None,
+        ("bm25", "minilm"),
+    )
+    beat(
+        "CrowdFlower nDCG@10 > BM25 and MiniLM", "crowdflower", "ndcg@10", None, ("bm25", "minilm")
+    )
+    beat(
+        f"Synthetic Recall@{SYNTHETIC_K}: personalised > query-only",
+        "synthetic",
+        "recall",
+        SYNTHETIC_K,
+        ("mgdspr-query-only",),
+    )
     return rows
 
 
@@ -93,32 +125,44 @@ def paper_claims(results: dict) -> list[dict]:
     """The paper: tau > 1 and hard negatives raise relevance at a small recall cost; softmax
     beats hinge in recall and in convergence speed. Each compared on our figures."""
     claims = []
-    for name, other in (("tau = 2 vs tau = 1", "mgdspr-tau1"),
-                        ("hard-negative mixing vs none", "mgdspr-no-hard-negatives")):
+    for name, other in (
+        ("tau = 2 vs tau = 1", "mgdspr-tau1"),
+        ("hard-negative mixing vs none", "mgdspr-no-hard-negatives"),
+    ):
         rel = _delta(results, "crowdflower", other, "relevance_rate@10", None)
         rec = {d: _delta(results, d, other, "recall", RECALL_K) for d in ("bestbuy", "crowdflower")}
         if rel is None and all(v is None for v in rec.values()):
             continue
         agrees = None if rel is None else rel > 0  # the claim is about relevance: graded labels
-        claims.append({"claim": f"{name}: relevance up, small recall cost",
-                       "relevance_rate@10 delta (crowdflower)": rel,
-                       **{f"Recall@{RECALL_K} delta ({d})": v for d, v in rec.items()},
-                       "agrees": agrees})
+        claims.append(
+            {
+                "claim": f"{name}: relevance up, small recall cost",
+                "relevance_rate@10 delta (crowdflower)": rel,
+                **{f"Recall@{RECALL_K} delta ({d})": v for d, v in rec.items()},
+                "agrees": agrees,
+            }
+        )
     rec = {d: _delta(results, d, "mgdspr-hinge", "recall", RECALL_K) for d in results}
     rec = {d: v for d, v in rec.items() if v is not None}
     if rec:
         speed = {d: _first_epoch_gap(results, d) for d in rec}
-        claims.append({"claim": "softmax beats hinge in recall and convergence speed",
-                       **{f"Recall@{RECALL_K} delta ({d})": v for d, v in rec.items()},
-                       **{f"validation recall after epoch 1 delta ({d})": v
-                          for d, v in speed.items()},
-                       "agrees": all(v > 0 for v in rec.values()) and all(
-                           v is not None and v > 0 for v in speed.values())})
+        claims.append(
+            {
+                "claim": "softmax beats hinge in recall and convergence speed",
+                **{f"Recall@{RECALL_K} delta ({d})": v for d, v in rec.items()},
+                **{f"validation recall after epoch 1 delta ({d})": v for d, v in speed.items()},
+                "agrees": all(v > 0 for v in rec.values())
+                and all(v is not None and v > 0 for v in speed.values()),
+            }
+        )
     return claims
 
 
 def _delta(results, dataset, other, metric, k):
-    ours, theirs = _get(results, dataset, "mgdspr", metric, k), _get(results, dataset, other, metric, k)
+    ours, theirs = (
+        _get(results, dataset, "mgdspr", metric, k),
+        _get(results, dataset, other, metric, k),
+    )
     return None if ours is None or theirs is None else ours[0] - theirs[0]
 
 
@@ -126,7 +170,9 @@ def _first_epoch_gap(results, dataset):
     """Softmax minus hinge validation recall after the first epoch: who learns faster."""
     try:
         soft = results[dataset]["methods"]["mgdspr"]["training"]["validation_recall_per_epoch"][0]
-        hinge = results[dataset]["methods"]["mgdspr-hinge"]["training"]["validation_recall_per_epoch"][0]
+        hinge = results[dataset]["methods"]["mgdspr-hinge"]["training"][
+            "validation_recall_per_epoch"
+        ][0]
     except (KeyError, IndexError, TypeError):
         return None
     return soft - hinge
@@ -136,46 +182,75 @@ def _first_epoch_gap(results, dataset):
 
 
 def markdown(results: dict, header: dict, checks: dict, plots: list[str]) -> str:
-    lines = ["# Retrieval quality: MGDSPR against baselines, with ablations", "",
-             *[f"- {d}: `{r['command']}` at code {r['code_version'][:12]}, {r.get('seconds') or 0:.0f} s "
-               "on this machine" for d, r in header.get("runs", {}).items()], "",
-             "Figures are mean ± standard error over the test requests (held-out queries for "
-             "CrowdFlower). Every method ranks the same requests over the same corpus.", ""]
+    lines = [
+        "# Retrieval quality: MGDSPR against baselines, with ablations",
+        "",
+        *[
+            f"- {d}: `{r['command']}` at code {r['code_version'][:12]}, {r.get('seconds') or 0:.0f} s "
+            "on this machine"
+            for d, r in header.get("runs", {}).items()
+        ],
+        "",
+        "Figures are mean ± standard error over the test requests (held-out queries for "
+        "CrowdFlower). Every method ranks the same requests over the same corpus.",
+        "",
+    ]
     lines += _main_table(results) + [""]
     for dataset, result in results.items():
         lines += _dataset_section(dataset, result) + [""]
-    lines += ["## Targets", "", "| target | MGDSPR | best rival | rival | gap | met |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Targets",
+        "",
+        "| target | MGDSPR | best rival | rival | gap | met |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in checks["targets"]:
-        lines.append(f"| {t['target']} | {_fmt(t['mgdspr'])} | {t['best_rival']} | "
-                     f"{_fmt(t['rival'])} | {t['gap']:+.4f} | {'yes' if t['met'] else 'NO'} |")
+        lines.append(
+            f"| {t['target']} | {_fmt(t['mgdspr'])} | {t['best_rival']} | "
+            f"{_fmt(t['rival'])} | {t['gap']:+.4f} | {'yes' if t['met'] else 'NO'} |"
+        )
     lines += ["", "## The paper's claims on our data", ""]
     for c in checks["paper"]:
-        figures = ", ".join(f"{k} {v:+.4f}" for k, v in c.items()
-                            if k not in ("claim", "agrees") and v is not None)
-        verdict = {True: "agrees", False: "does not agree",
-                   None: "not judged (needs CrowdFlower's graded labels)"}[c["agrees"]]
-        lines.append(f"- **{c['claim']}**: {verdict} "
-                     f"({figures}; deltas are MGDSPR minus the variant).")
+        figures = ", ".join(
+            f"{k} {v:+.4f}" for k, v in c.items() if k not in ("claim", "agrees") and v is not None
+        )
+        verdict = {
+            True: "agrees",
+            False: "does not agree",
+            None: "not judged (needs CrowdFlower's graded labels)",
+        }[c["agrees"]]
+        lines.append(
+            f"- **{c['claim']}**: {verdict} ({figures}; deltas are MGDSPR minus the variant)."
+        )
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "Data: " + "; ".join(SOURCES[d] for d in results) + ". Used for research and "
-              "benchmarking only."]
+    lines += [
+        "",
+        "Data: " + "; ".join(SOURCES[d] for d in results) + ". Used for research and "
+        "benchmarking only.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _main_table(results: dict) -> list[str]:
-    columns = [("bestbuy", "recall", RECALL_K, f"Best Buy R@{RECALL_K}"),
-               ("bestbuy", "recall: unseen query", RECALL_K, f"Best Buy unseen R@{RECALL_K}"),
-               ("crowdflower", "relevance_rate@10", None, "CrowdFlower rel@10"),
-               ("crowdflower", "ndcg@10", None, "CrowdFlower nDCG@10"),
-               ("synthetic", "recall", SYNTHETIC_K, f"Synthetic R@{SYNTHETIC_K}")]
+    columns = [
+        ("bestbuy", "recall", RECALL_K, f"Best Buy R@{RECALL_K}"),
+        ("bestbuy", "recall: unseen query", RECALL_K, f"Best Buy unseen R@{RECALL_K}"),
+        ("crowdflower", "relevance_rate@10", None, "CrowdFlower rel@10"),
+        ("crowdflower", "ndcg@10", None, "CrowdFlower nDCG@10"),
+        ("synthetic", "recall", SYNTHETIC_K, f"Synthetic R@{SYNTHETIC_K}"),
+    ]
     columns = [c for c in columns if c[0] in results]
     methods = list(dict.fromkeys(m for r in results.values() for m in r["methods"]))
-    lines = ["| method | " + " | ".join(c[3] for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
+    lines = [
+        "| method | " + " | ".join(c[3] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_fmt(_get(results, d, m, metric, k))
-                                             for d, metric, k, _ in columns) + " |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(_fmt(_get(results, d, m, metric, k)) for d, metric, k, _ in columns)
+            + " |"
+        )
     return lines
 
 
@@ -185,19 +260,34 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
     facts = ", ".join(f"{k} {v}" for k, v in result["facts"].items() if k != "seconds")
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["facts"].get("seconds", {}).items())
     recall_keys = [m for m in next(iter(result["methods"].values())) if m.startswith("recall")]
-    lines = [f"## {dataset}", "", f"{SOURCES[dataset]}. {facts}.", "",
-             f"Stage times: {stages}." if stages else "", "",
-             "| method | " + " | ".join(f"{key.replace('recall', 'R')}@{k}" for key in recall_keys
-                                         for k in KS if k in (10, 50, 100))
-             + " | epochs (best) | train ex/s | seconds |",
-             "|---|" + "---|" * (3 * len(recall_keys) + 3)]
+    lines = [
+        f"## {dataset}",
+        "",
+        f"{SOURCES[dataset]}. {facts}.",
+        "",
+        f"Stage times: {stages}." if stages else "",
+        "",
+        "| method | "
+        + " | ".join(
+            f"{key.replace('recall', 'R')}@{k}"
+            for key in recall_keys
+            for k in KS
+            if k in (10, 50, 100)
+        )
+        + " | epochs (best) | train ex/s | seconds |",
+        "|---|" + "---|" * (3 * len(recall_keys) + 3),
+    ]
     for name, m in result["methods"].items():
         t = m.get("training") or {}
         epochs = f"{t['epochs']} ({t.get('best_epoch', '?')})" if t else "–"
         speed = f"{t['examples_per_s']:.0f}" if t else "–"
-        lines.append(f"| {name} | " + " | ".join(_fmt(tuple(m[key][k])) for key in recall_keys
-                                                 for k in KS if k in (10, 50, 100))
-                     + f" | {epochs} | {speed} | {m.get('seconds', 0):.0f} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                _fmt(tuple(m[key][k])) for key in recall_keys for k in KS if k in (10, 50, 100)
+            )
+            + f" | {epochs} | {speed} | {m.get('seconds', 0):.0f} |"
+        )
     return lines
 
 
@@ -216,8 +306,13 @@ def _plots(results: dict, out: Path) -> list[str]:
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # a dozen methods: no colour twice
         for method, m in result["methods"].items():
             ks = sorted(int(k) for k in m["recall"])
-            ax.plot(ks, [m["recall"][k][0] for k in ks], marker="o", label=method,
-                    linestyle="--" if method in BASELINE_METHODS else "-")
+            ax.plot(
+                ks,
+                [m["recall"][k][0] for k in ks],
+                marker="o",
+                label=method,
+                linestyle="--" if method in BASELINE_METHODS else "-",
+            )
         ax.set(xscale="log", xlabel="K", ylabel="Recall@K", title=f"{dataset}: Recall@K")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -139,7 +139,10 @@ def check_marts(ds: str, settings: Settings) -> dict[str, Any]:
     frames: dict[str, pd.DataFrame] = {}
     connection = duckdb.connect(str(warehouse), read_only=True)
     try:
-        existing = {row[0] for row in connection.execute("select table_name from duckdb_tables()").fetchall()}
+        existing = {
+            row[0]
+            for row in connection.execute("select table_name from duckdb_tables()").fetchall()
+        }
         for table in suites.MART_TABLES:
             if table not in existing:
                 raise MissingInputError(f"{warehouse.name}:{table} does not exist in {warehouse}")
@@ -173,13 +176,17 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     connection = duckdb.connect()
     try:
         connection.execute("set TimeZone = 'UTC'")
-        frame = _frame(connection, "select * from read_parquet(?, hive_partitioning = false)", [str(path)])
+        frame = _frame(
+            connection, "select * from read_parquet(?, hive_partitioning = false)", [str(path)]
+        )
     except duckdb.Error as error:
         # DuckDB quotes the invalid value but not its column: name the column(s) for the operator.
         bad = _invalid_utf8_columns(path) if "UTF8" in str(error) else []
         if bad:
             where = f"column{'s' if len(bad) > 1 else ''} {', '.join(bad)}"
-            raise DataQualityError(f"{path}: {where}: strings must be valid UTF-8 ({error})") from error
+            raise DataQualityError(
+                f"{path}: {where}: strings must be valid UTF-8 ({error})"
+            ) from error
         raise DataQualityError(f"{path}: cannot be read as Parquet ({error})") from error
     finally:
         connection.close()
@@ -235,7 +242,9 @@ def _validate(context, frame: pd.DataFrame, suite: gx.ExpectationSuite, target: 
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
         batch_parameters={"dataframe": frame}
     )
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
+    result = batch.validate(
+        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    )
 
     report = TableReport(target=target, rows=len(frame))
     report.evaluated = int(result.statistics["evaluated_expectations"])
@@ -341,7 +350,9 @@ def _exception_message(info: Any) -> str | None:
     if info.get("raised_exception"):
         return str(info.get("exception_message")).strip()
     for nested in info.values():
-        if isinstance(nested, dict) and (nested.get("raised_exception") or nested.get("exception_message")):
+        if isinstance(nested, dict) and (
+            nested.get("raised_exception") or nested.get("exception_message")
+        ):
             return str(nested.get("exception_message")).strip()
     return None
 

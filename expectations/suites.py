@@ -72,7 +72,16 @@ def length_column(list_column: str) -> str:
 def mart_select_sql(table: str) -> str:
     """DuckDB query (one ``?`` parameter: the day) selecting what the suite of ``table`` checks."""
     if table == "mart_item_corpus":
-        columns = ["ds", "item_id", "title", "leaf_category", "top_category", "brand", "shop", "price"]
+        columns = [
+            "ds",
+            "item_id",
+            "title",
+            "leaf_category",
+            "top_category",
+            "brand",
+            "shop",
+            "price",
+        ]
     else:
         lists = list(LIST_MAX_LENGTHS)
         if table == "mart_training_examples":
@@ -107,7 +116,10 @@ def _schema(columns: dict[str, str]) -> list[gxe.Expectation]:
         # Exactly the contract's columns: a missing one breaks the transform, and an extra one is
         # schema drift upstream that someone should look at before staging silently drops it.
         gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True),
-        *(gxe.ExpectColumnTypeToBe(column=column, type_=type_) for column, type_ in columns.items()),
+        *(
+            gxe.ExpectColumnTypeToBe(column=column, type_=type_)
+            for column, type_ in columns.items()
+        ),
     ]
 
 
@@ -187,11 +199,15 @@ def _behaviour_lists() -> list[gxe.Expectation]:
     for name, max_length in LIST_MAX_LENGTHS.items():
         column = length_column(name)
         out.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
-        out.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=max_length))
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=max_length)
+        )
     return out
 
 
-def training_examples_suite(ds: str, eval_start_hour: int, min_rows: int = 1) -> gx.ExpectationSuite:
+def training_examples_suite(
+    ds: str, eval_start_hour: int, min_rows: int = 1
+) -> gx.ExpectationSuite:
     """``mart_training_examples`` of day ``ds``: requests before ``eval_start_hour``."""
     start, _ = _day_bounds(ds)
     return _suite(
@@ -240,7 +256,18 @@ def item_corpus_suite(ds: str, min_rows: int = 1) -> gx.ExpectationSuite:
         f"mart_item_corpus.{ds}",
         [
             gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
-            *_not_null(["ds", "item_id", "title", "leaf_category", "top_category", "brand", "shop", "price"]),
+            *_not_null(
+                [
+                    "ds",
+                    "item_id",
+                    "title",
+                    "leaf_category",
+                    "top_category",
+                    "brand",
+                    "shop",
+                    "price",
+                ]
+            ),
             gxe.ExpectColumnValuesToBeUnique(column="item_id"),
             gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),
         ],

@@ -20,12 +20,15 @@ def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
     """Streams the day's corpus mart through the item tower into items_<day>_v<N>."""
     name = store.collection_name(ds, artifact.version)
     with reading(settings.warehouse) as con:
-        total = con.execute("select count(*) from mart_item_corpus where ds = ?", [ds]).fetchall()[0][0]
+        total = con.execute("select count(*) from mart_item_corpus where ds = ?", [ds]).fetchall()[
+            0
+        ][0]
         if total == 0:
             raise ValueError(f"mart_item_corpus has no items for ds={ds}: nothing to index")
         reader = con.sql(
             "select item_id, title, leaf_category, top_category, brand, shop, price "
-            "from mart_item_corpus where ds = ? order by item_id", params=[ds],
+            "from mart_item_corpus where ds = ? order by item_id",
+            params=[ds],
         ).fetch_record_batch(ENCODE_BATCH)
         with store.connect(settings) as client:
             store.create(client, name, artifact.dim)

@@ -47,8 +47,14 @@ def record_baseline(ds: str, candidate: Artifact, settings: Settings) -> dict:
     name = store.collection_name(ds, candidate.version)
     with store.connect(settings) as client:
         recall = evaluate(client, name, candidate, requests, (settings.gate_k,))[settings.gate_k]
-    baseline = {"ds": ds, "collection": name, "model_version": candidate.version, "k": settings.gate_k,
-                "request_ids": requests.column("request_id").to_pylist(), "recall": recall}
+    baseline = {
+        "ds": ds,
+        "collection": name,
+        "model_version": candidate.version,
+        "k": settings.gate_k,
+        "request_ids": requests.column("request_id").to_pylist(),
+        "recall": recall,
+    }
     _write(settings, ds, BASELINE, baseline)
     return baseline
 
@@ -63,7 +69,9 @@ def _baseline(ds: str, collection: str, settings: Settings) -> dict:
     path = settings.report_day(ds) / BASELINE
     baseline = json.loads(path.read_text()) if path.exists() else None
     if not baseline or baseline["collection"] != collection:
-        raise LookupError(f"no canary baseline for {collection} at {path}: the gate stage records it")
+        raise LookupError(
+            f"no canary baseline for {collection} at {path}: the gate stage records it"
+        )
     return baseline
 
 
@@ -73,17 +81,25 @@ def _replay(ds: str, promoted: dict, settings: Settings) -> tuple[dict, float, l
 
     baseline = _baseline(ds, promoted["collection"], settings)
     if not baseline["request_ids"]:
-        raise LookupError(f"mart_eval_examples has no held-out requests for ds={ds}: nothing to check")
+        raise LookupError(
+            f"mart_eval_examples has no held-out requests for ds={ds}: nothing to check"
+        )
     table = read_eval(ds, settings)
-    requests = table.filter(pc.is_in(table["request_id"], value_set=pa.array(baseline["request_ids"])))
+    requests = table.filter(
+        pc.is_in(table["request_id"], value_set=pa.array(baseline["request_ids"]))
+    )
     if requests.num_rows != len(baseline["request_ids"]):
-        raise LookupError(f"the canary's {len(baseline['request_ids'])} requests are not in "
-                          f"mart_eval_examples of {ds} any more (found {requests.num_rows})")
+        raise LookupError(
+            f"the canary's {len(baseline['request_ids'])} requests are not in "
+            f"mart_eval_examples of {ds} any more (found {requests.num_rows})"
+        )
     served = RetrievalClient(settings).search_requests(requests, k=baseline["k"])
     problems = []
     if served["collection"] != promoted["collection"]:
-        problems.append(f"alias {settings.alias} resolves to {served['collection']}, "
-                        f"not the promoted {promoted['collection']}")
+        problems.append(
+            f"alias {settings.alias} resolves to {served['collection']}, "
+            f"not the promoted {promoted['collection']}"
+        )
     empty = sum(not hits for hits in served["results"])
     if empty:
         problems.append(f"{empty} of {requests.num_rows} requests got no items")
@@ -101,14 +117,22 @@ def check(ds: str, promoted: dict, settings: Settings) -> dict:
     except Exception as e:  # whatever breaks the serving path fails the canary, by definition
         problems = [f"{type(e).__name__}: {e}"]
     if recall is not None and recall < baseline["recall"] - settings.canary_margin:
-        problems.append(f"Recall@{baseline['k']} through the alias {recall:.4f} is below the gate's "
-                        f"{baseline['recall']:.4f} on the same requests minus {settings.canary_margin}")
+        problems.append(
+            f"Recall@{baseline['k']} through the alias {recall:.4f} is below the gate's "
+            f"{baseline['recall']:.4f} on the same requests minus {settings.canary_margin}"
+        )
     return {
-        "ds": ds, "alias": settings.alias, "collection": promoted["collection"],
-        "model_version": promoted["model_version"], "k": baseline["k"] if baseline else settings.gate_k,
+        "ds": ds,
+        "alias": settings.alias,
+        "collection": promoted["collection"],
+        "model_version": promoted["model_version"],
+        "k": baseline["k"] if baseline else settings.gate_k,
         "requests": len(baseline["request_ids"]) if baseline else 0,
-        "recall": recall, "expected_recall": baseline["recall"] if baseline else None,
-        "margin": settings.canary_margin, "passed": not problems, "problems": problems,
+        "recall": recall,
+        "expected_recall": baseline["recall"] if baseline else None,
+        "margin": settings.canary_margin,
+        "passed": not problems,
+        "problems": problems,
     }
 
 
@@ -119,12 +143,22 @@ def run_canary(ds: str, promoted: dict, settings: Settings, run_id: str) -> dict
     if not report["passed"]:
         reason = f"canary failed for {promoted['collection']}: {'; '.join(report['problems'])}"
         undone = auto_rollback(settings, promoted, run_id, reason)
-        report.update(rolled_back_to=undone["collection"], alias_removed=undone["collection"] is None)
+        report.update(
+            rolled_back_to=undone["collection"], alias_removed=undone["collection"] is None
+        )
         _write(settings, ds, REPORT, report)
-        raise CanaryFailed(f"{reason}; alias {settings.alias} "
-                           f"{'back on ' + undone['collection'] if undone['collection'] else 'removed'}")
+        raise CanaryFailed(
+            f"{reason}; alias {settings.alias} "
+            f"{'back on ' + undone['collection'] if undone['collection'] else 'removed'}"
+        )
     _write(settings, ds, REPORT, report)
-    log.info("ds=%s stage=canary %s Recall@%d %.4f (gate %.4f) on %d requests: passed", ds,
-             promoted["collection"], report["k"], report["recall"], report["expected_recall"],
-             report["requests"])
+    log.info(
+        "ds=%s stage=canary %s Recall@%d %.4f (gate %.4f) on %d requests: passed",
+        ds,
+        promoted["collection"],
+        report["k"],
+        report["recall"],
+        report["expected_recall"],
+        report["requests"],
+    )
     return report

@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # training is imported by whoever loads the artifact
 log = logging.getLogger(__name__)
 
 
-def recall_at_k(retrieved: list[list[str]], relevant: list[list[str]], ks: tuple[int, ...]) -> dict[int, float]:
+def recall_at_k(
+    retrieved: list[list[str]], relevant: list[list[str]], ks: tuple[int, ...]
+) -> dict[int, float]:
     """Mean over requests of |relevant ∩ top-K| / |relevant| (requests without relevant items skipped)."""
     sums = dict.fromkeys(ks, 0.0)
     n = 0
@@ -35,18 +37,24 @@ def recall_at_k(retrieved: list[list[str]], relevant: list[list[str]], ks: tuple
 
 
 def read_eval(ds: str, settings: Settings) -> pa.Table:
-    return warehouse.query(settings, "select * from mart_eval_examples where ds = cast(? as date) "
-                                     "order by request_id", [ds])
+    return warehouse.query(
+        settings,
+        "select * from mart_eval_examples where ds = cast(? as date) order by request_id",
+        [ds],
+    )
 
 
-def retrieve(client, collection: str, artifact: Artifact, requests: pa.Table, k: int) -> list[list[str]]:
+def retrieve(
+    client, collection: str, artifact: Artifact, requests: pa.Table, k: int
+) -> list[list[str]]:
     """The top-k item ids per request: artifact's user tower, then an ANN search of collection."""
     hits = store.search(client, collection, artifact.encode_requests(requests), k)
     return [[h["item_id"] for h in row] for row in hits]
 
 
-def evaluate(client, collection: str, artifact: Artifact, requests: pa.Table,
-             ks: tuple[int, ...]) -> dict[int, float]:
+def evaluate(
+    client, collection: str, artifact: Artifact, requests: pa.Table, ks: tuple[int, ...]
+) -> dict[int, float]:
     retrieved = retrieve(client, collection, artifact, requests, max(ks))
     return recall_at_k(retrieved, requests.column("clicked_items").to_pylist(), ks)
 
@@ -74,8 +82,10 @@ def decide(candidate: float, live: float | None, floor: float, margin: float, k:
     if candidate < floor:
         reasons.append(f"Recall@{k} {candidate:.4f} is below the floor {floor:.4f}")
     if live is not None and candidate < live - margin:
-        reasons.append(f"Recall@{k} {candidate:.4f} regresses more than {margin:.4f} "
-                       f"against the live model's {live:.4f}")
+        reasons.append(
+            f"Recall@{k} {candidate:.4f} regresses more than {margin:.4f} "
+            f"against the live model's {live:.4f}"
+        )
     return reasons
 
 
@@ -89,20 +99,43 @@ def run_gate(ds: str, candidate: Artifact, live: Artifact | None, settings: Sett
         cand = evaluate(client, cand_name, candidate, requests, ks)
         current = store.live(client, settings.alias)
         # The collection the alias resolved to, not the alias: it may move while this runs.
-        live_recall = evaluate(client, current.name, live, requests, ks) if current and live else None
-    reasons = decide(cand[settings.gate_k], live_recall[settings.gate_k] if live_recall else None,
-                     settings.recall_floor, settings.regression_margin, settings.gate_k)
+        live_recall = (
+            evaluate(client, current.name, live, requests, ks) if current and live else None
+        )
+    reasons = decide(
+        cand[settings.gate_k],
+        live_recall[settings.gate_k] if live_recall else None,
+        settings.recall_floor,
+        settings.regression_margin,
+        settings.gate_k,
+    )
     report = GateReport(
-        ds=ds, candidate_collection=cand_name, candidate_version=candidate.version,
-        candidate_recall=cand, live_collection=current.name if current else None,
-        live_version=current.model_version if current else None, live_recall=live_recall,
-        gate_k=settings.gate_k, floor=settings.recall_floor, margin=settings.regression_margin,
-        eval_requests=requests.num_rows, passed=not reasons, reasons=reasons)
+        ds=ds,
+        candidate_collection=cand_name,
+        candidate_version=candidate.version,
+        candidate_recall=cand,
+        live_collection=current.name if current else None,
+        live_version=current.model_version if current else None,
+        live_recall=live_recall,
+        gate_k=settings.gate_k,
+        floor=settings.recall_floor,
+        margin=settings.regression_margin,
+        eval_requests=requests.num_rows,
+        passed=not reasons,
+        reasons=reasons,
+    )
     path = settings.report_day(ds) / "gate.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(report), indent=2))
-    log.info("ds=%s stage=gate candidate=%s recall=%s live=%s passed=%s %s", ds, cand_name,
-             {k: round(v, 4) for k, v in cand.items()}, live_recall, report.passed, reasons)
+    log.info(
+        "ds=%s stage=gate candidate=%s recall=%s live=%s passed=%s %s",
+        ds,
+        cand_name,
+        {k: round(v, 4) for k, v in cand.items()},
+        live_recall,
+        report.passed,
+        reasons,
+    )
     return report
 
 
@@ -111,5 +144,3 @@ def load_report(ds: str, settings: Settings) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no gate report for ds={ds} at {path}: run the gate first")
     return json.loads(path.read_text())
-
-

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ebr.settings import Settings
@@ -46,8 +46,12 @@ def code_version() -> str:
     """The git commit of this checkout, else the installed package version (once per process)."""
     try:
         # --show-toplevel guards against an installed copy that merely lies inside another repo
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--show-toplevel", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         lines = out.stdout.split()
         if out.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == REPO:
             return lines[1]
@@ -78,21 +82,36 @@ def _append(settings: Settings, entry: dict) -> None:
 
 
 def _gate_figures(report: dict) -> dict:
-    return {"k": report["gate_k"], "candidate": report["candidate_recall"], "live": report["live_recall"]}
-
-
-def _entry(action: str, settings: Settings, run_id: str, target: store.CollectionInfo | None,
-           replaced: store.CollectionInfo | None, previous: str | None, gate: dict | None,
-           **extra: str) -> dict:
     return {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # a log stamp, not a partition key
-        "action": action, "alias": settings.alias,
+        "k": report["gate_k"],
+        "candidate": report["candidate_recall"],
+        "live": report["live_recall"],
+    }
+
+
+def _entry(
+    action: str,
+    settings: Settings,
+    run_id: str,
+    target: store.CollectionInfo | None,
+    replaced: store.CollectionInfo | None,
+    previous: str | None,
+    gate: dict | None,
+    **extra: str,
+) -> dict:
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),  # a log stamp, not a partition key
+        "action": action,
+        "alias": settings.alias,
         "collection": target.name if target else None,
         "model_version": target.model_version if target else None,
         "ds": target.ds if target else None,
         "previous_collection": previous,
         "replaced_collection": replaced.name if replaced else None,
-        "gate": gate, "code_version": code_version(), "run_id": run_id, **extra,
+        "gate": gate,
+        "code_version": code_version(),
+        "run_id": run_id,
+        **extra,
     }
 
 
@@ -101,8 +120,9 @@ def _latest_for(entries: list[dict], name: str) -> dict | None:
     return next((e for e in reversed(entries) if e.get("collection") == name), None)
 
 
-def _restored_predecessor(entries: list[dict], target: store.CollectionInfo,
-                          replaced: store.CollectionInfo | None) -> str | None:
+def _restored_predecessor(
+    entries: list[dict], target: store.CollectionInfo, replaced: store.CollectionInfo | None
+) -> str | None:
     """previous_collection after rolling back to target: the lineage recorded when target last
     served; for a collection that never served, the one it replaces (so a rollback undoes it)."""
     earlier = _latest_for(entries, target.name)
@@ -111,13 +131,17 @@ def _restored_predecessor(entries: list[dict], target: store.CollectionInfo,
     return replaced.name if replaced else None
 
 
-def promote(report: dict, settings: Settings, run_id: str, allow_older: bool = False) -> dict | None:
+def promote(
+    report: dict, settings: Settings, run_id: str, allow_older: bool = False
+) -> dict | None:
     """Moves the alias to the gate report's candidate, if blessed, and logs the promotion.
     A candidate whose data day is older than the live one's is kept but not promoted unless
     allow_older (a backfill must not roll serving back in time); then returns None."""
     if not report["passed"]:
-        raise GateRefused(f"ds={report['ds']}: candidate {report['candidate_collection']} not "
-                          f"promoted, alias {settings.alias} unchanged: {'; '.join(report['reasons'])}")
+        raise GateRefused(
+            f"ds={report['ds']}: candidate {report['candidate_collection']} not "
+            f"promoted, alias {settings.alias} unchanged: {'; '.join(report['reasons'])}"
+        )
     entries = history(settings)
     with store.connect(settings) as client:
         target = store.info(client, report["candidate_collection"])
@@ -125,22 +149,42 @@ def promote(report: dict, settings: Settings, run_id: str, allow_older: bool = F
             raise GateRefused(f"{target.name} is not a complete collection; refusing to promote it")
         before = store.live(client, settings.alias)
         if before and before.ds > target.ds and not allow_older:
-            log.warning("ds=%s stage=promote skipped: live model is from %s, newer than this day; "
-                        "set allow_older to promote it", target.ds, before.ds)
+            log.warning(
+                "ds=%s stage=promote skipped: live model is from %s, newer than this day; "
+                "set allow_older to promote it",
+                target.ds,
+                before.ds,
+            )
             return None
-        if before and before.name == target.name and entries and not _latest_for(entries, target.name):
+        if (
+            before
+            and before.name == target.name
+            and entries
+            and not _latest_for(entries, target.name)
+        ):
             # The alias moved but the process died before logging it: what the log says served
             # last is what this promotion replaced, so the retry records the true lineage.
             unlogged = entries[-1]["collection"]
-            before = store.info(client, unlogged) if unlogged and client.has_collection(unlogged) else None
+            before = (
+                store.info(client, unlogged)
+                if unlogged and client.has_collection(unlogged)
+                else None
+            )
         store.point_alias(client, settings.alias, target.name)
     # A promotion replaces what served; re-promoting the live collection (a rerun) keeps its lineage.
     rerun = before is not None and before.name == target.name
-    previous = _restored_predecessor(entries, target, None) if rerun else (before.name if before else None)
+    previous = (
+        _restored_predecessor(entries, target, None) if rerun else (before.name if before else None)
+    )
     entry = _entry("promote", settings, run_id, target, before, previous, _gate_figures(report))
     _append(settings, entry)
-    log.info("ds=%s stage=promote alias %s -> %s (model v%d)", target.ds, settings.alias,
-             target.name, target.model_version)
+    log.info(
+        "ds=%s stage=promote alias %s -> %s (model v%d)",
+        target.ds,
+        settings.alias,
+        target.name,
+        target.model_version,
+    )
     return entry
 
 
@@ -172,24 +216,34 @@ def _restorable(client, settings: Settings, name: str) -> store.CollectionInfo:
         raise RollbackRefused(f"{name} does not exist; alias {settings.alias} unchanged")
     target = store.info(client, name)
     if not target.complete:
-        raise RollbackRefused(f"{name} is not a complete collection; alias {settings.alias} unchanged")
+        raise RollbackRefused(
+            f"{name} is not a complete collection; alias {settings.alias} unchanged"
+        )
     if not (settings.models / f"v{target.model_version}" / "model.pt").is_file():
-        raise RollbackRefused(f"{name} was built by model v{target.model_version}, whose artifact is "
-                              f"gone; alias {settings.alias} unchanged")
+        raise RollbackRefused(
+            f"{name} was built by model v{target.model_version}, whose artifact is "
+            f"gone; alias {settings.alias} unchanged"
+        )
     return target
 
 
-def _restored_gate(entries: list[dict], target: store.CollectionInfo, settings: Settings) -> dict | None:
+def _restored_gate(
+    entries: list[dict], target: store.CollectionInfo, settings: Settings
+) -> dict | None:
     """The gate figures that blessed the restored collection, if it was ever gated."""
     earlier = _latest_for(entries, target.name)
     if earlier:
         return earlier.get("gate")
     path = settings.report_day(target.ds) / "gate.json"
     report = json.loads(path.read_text()) if path.exists() else None
-    return _gate_figures(report) if report and report["candidate_collection"] == target.name else None
+    return (
+        _gate_figures(report) if report and report["candidate_collection"] == target.name else None
+    )
 
 
-def rollback(settings: Settings, run_id: str, user: str, reason: str, to: str | None = None) -> dict:
+def rollback(
+    settings: Settings, run_id: str, user: str, reason: str, to: str | None = None
+) -> dict:
     """Moves the alias, in one alter_alias, to `to` or else to the latest log entry's
     previous_collection (see the module doc: repeated rollbacks walk back the lineage), only if
     that collection is complete and its model artifact exists; logs a "rollback" entry.
@@ -201,20 +255,36 @@ def rollback(settings: Settings, run_id: str, user: str, reason: str, to: str | 
     else:
         name = entries[-1]["previous_collection"] if entries else None
     if name is None:
-        raise RollbackRefused(f"the promotion log names no collection before the live one; alias "
-                              f"{settings.alias} unchanged (name one with --to)")
+        raise RollbackRefused(
+            f"the promotion log names no collection before the live one; alias "
+            f"{settings.alias} unchanged (name one with --to)"
+        )
     with store.connect(settings) as client:
         before = store.live(client, settings.alias)
         target = _restorable(client, settings, name)
         if before and before.name == target.name:
             raise RollbackRefused(f"{name} already serves behind {settings.alias}")
         store.point_alias(client, settings.alias, target.name)
-    entry = _entry("rollback", settings, run_id, target, before,
-                   _restored_predecessor(entries, target, before), _restored_gate(entries, target, settings),
-                   user=user, reason=reason)
+    entry = _entry(
+        "rollback",
+        settings,
+        run_id,
+        target,
+        before,
+        _restored_predecessor(entries, target, before),
+        _restored_gate(entries, target, settings),
+        user=user,
+        reason=reason,
+    )
     _append(settings, entry)
-    log.warning("stage=rollback alias %s -> %s (model v%d) by %s: %s", settings.alias, target.name,
-                target.model_version, user, reason)
+    log.warning(
+        "stage=rollback alias %s -> %s (model v%d) by %s: %s",
+        settings.alias,
+        target.name,
+        target.model_version,
+        user,
+        reason,
+    )
     return entry
 
 
@@ -237,13 +307,25 @@ def auto_rollback(settings: Settings, failed: dict, run_id: str, reason: str) ->
             store.point_alias(client, settings.alias, target.name)
         elif before:
             store.remove_alias(client, settings.alias)
-    entry = _entry("auto-rollback", settings, run_id, target, before,
-                   _restored_predecessor(entries, target, before) if target else None,
-                   _restored_gate(entries, target, settings) if target else None,
-                   user="canary", reason=_one_line(reason, MAX_REASON))
+    entry = _entry(
+        "auto-rollback",
+        settings,
+        run_id,
+        target,
+        before,
+        _restored_predecessor(entries, target, before) if target else None,
+        _restored_gate(entries, target, settings) if target else None,
+        user="canary",
+        reason=_one_line(reason, MAX_REASON),
+    )
     _append(settings, entry)
-    log.error("stage=promote auto-rollback of %s: alias %s -> %s: %s", failed["collection"],
-              settings.alias, target.name if target else "removed", reason)
+    log.error(
+        "stage=promote auto-rollback of %s: alias %s -> %s: %s",
+        failed["collection"],
+        settings.alias,
+        target.name if target else "removed",
+        reason,
+    )
     return entry
 
 
@@ -270,18 +352,28 @@ def remove_debris(settings: Settings, min_age_s: float | None = None) -> dict:
         protected = store.aliased(client)
         for name in store.incomplete(client):
             if name in protected:
-                log.error("stage=clean %s is aliased but not complete: promotion should have refused "
-                          "it; left in place", name)
+                log.error(
+                    "stage=clean %s is aliased but not complete: promotion should have refused "
+                    "it; left in place",
+                    name,
+                )
                 continue
             created = store.created_at(client, name)
             if created is not None and time.time() - created < min_age_s:
-                log.info("stage=clean %s is incomplete but only %.0f s old: may still be building",
-                         name, time.time() - created)
+                log.info(
+                    "stage=clean %s is incomplete but only %.0f s old: may still be building",
+                    name,
+                    time.time() - created,
+                )
                 continue
             store.drop(client, name, protected)
             dropped.append(name)
     artifacts = clear_debris(settings.models, min_age_s)
-    removed = {"collections": dropped, "artifacts": artifacts["removed"], "restored": artifacts["restored"]}
+    removed = {
+        "collections": dropped,
+        "artifacts": artifacts["removed"],
+        "restored": artifacts["restored"],
+    }
     if any(removed.values()):
         log.warning("stage=clean removed debris of killed runs: %s", removed)
     return removed
@@ -300,13 +392,16 @@ def clean(settings: Settings) -> list[str]:
             protected.add(entries[-1]["previous_collection"])
         names = store.ours(client)
         # newest first by (day, version) so retention keeps the most recent candidates
-        ranked = sorted(names, key=lambda n: tuple(int(g) for g in store.NAME.match(n).groups()),
-                        reverse=True)
+        ranked = sorted(
+            names, key=lambda n: tuple(int(g) for g in store.NAME.match(n).groups()), reverse=True
+        )
         keep = set(ranked[: settings.retention]) | protected
         dropped = [n for n in ranked if n not in keep]
         for name in dropped:
             store.drop(client, name, protected)
-        kept_versions = {store.info(client, n).model_version for n in keep if client.has_collection(n)}
+        kept_versions = {
+            store.info(client, n).model_version for n in keep if client.has_collection(n)
+        }
     for name in dropped:
         version = int(store.NAME.match(name).group(2))
         path = settings.models / f"v{version}"

@@ -39,14 +39,20 @@ def collection_name(ds: str, version: int) -> str:
 # The embedded Milvus Lite server keeps gRPC's default 5-minute minimum ping interval, while
 # pymilvus pings every 10 s even when idle: after a few idle minutes in one process (a DAG test
 # between stages) the server sends the channel away with "too many pings". Lite needs no pings.
-LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
+LITE_GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 2**31 - 1,
+    "grpc.keepalive_permit_without_calls": False,
+}
 
 
 @contextmanager
 def connect(settings: Settings) -> Iterator[MilvusClient]:
     lite = settings.milvus_uri.endswith(".db")
-    client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token,
-                          **({"grpc_options": LITE_GRPC_OPTIONS} if lite else {}))
+    client = MilvusClient(
+        uri=settings.milvus_uri,
+        token=settings.milvus_token,
+        **({"grpc_options": LITE_GRPC_OPTIONS} if lite else {}),
+    )
     try:
         yield client
     finally:
@@ -68,9 +74,12 @@ def create(client: MilvusClient, name: str, dim: int) -> None:
 
 def insert(client: MilvusClient, name: str, rows: dict[str, list], vectors: np.ndarray) -> None:
     data = [
-        {"item_id": rows["item_id"][k], "embedding": vectors[k].tolist(),
-         "price": float(rows["price"][k]),
-         **{f: str(rows[f][k] or "")[:1000] for f in SCALAR_FIELDS}}
+        {
+            "item_id": rows["item_id"][k],
+            "embedding": vectors[k].tolist(),
+            "price": float(rows["price"][k]),
+            **{f: str(rows[f][k] or "")[:1000] for f in SCALAR_FIELDS},
+        }
         for k in range(len(vectors))
     ]
     client.insert(name, data)
@@ -84,8 +93,10 @@ def finish(client: MilvusClient, name: str, model_version: int, ds: str) -> None
     params.add_index("embedding", index_type="HNSW", metric_type="IP", params=HNSW)
     client.create_index(name, params)
     client.load_collection(name)
-    client.alter_collection_properties(name, properties={
-        "ebr.model_version": str(model_version), "ebr.ds": ds, "ebr.complete": "1"})
+    client.alter_collection_properties(
+        name,
+        properties={"ebr.model_version": str(model_version), "ebr.ds": ds, "ebr.complete": "1"},
+    )
 
 
 def info(client: MilvusClient, name_or_alias: str) -> CollectionInfo:
@@ -106,8 +117,10 @@ def live(client: MilvusClient, alias: str) -> CollectionInfo | None:
 
 
 def aliased(client: MilvusClient) -> set[str]:
-    return {client.describe_alias(a)["collection_name"]
-            for a in client.list_aliases().get("aliases", [])}
+    return {
+        client.describe_alias(a)["collection_name"]
+        for a in client.list_aliases().get("aliases", [])
+    }
 
 
 def point_alias(client: MilvusClient, alias: str, name: str) -> None:
@@ -142,16 +155,29 @@ def ensure_loaded(client: MilvusClient, name_or_alias: str) -> None:
         client.load_collection(name)
 
 
-def search(client: MilvusClient, name_or_alias: str, vectors: np.ndarray, k: int,
-           output_fields: list[str] | None = None, expr: str = "") -> list[list[dict]]:
+def search(
+    client: MilvusClient,
+    name_or_alias: str,
+    vectors: np.ndarray,
+    k: int,
+    output_fields: list[str] | None = None,
+    expr: str = "",
+) -> list[list[dict]]:
     ensure_loaded(client, name_or_alias)
     hits: list[list[dict]] = []
     for start in range(0, len(vectors), SEARCH_BATCH):
-        batch = vectors[start:start + SEARCH_BATCH]
-        hits.extend(client.search(
-            name_or_alias, data=batch.tolist(), limit=k, anns_field="embedding",
-            filter=expr, output_fields=output_fields or [],
-            search_params={"metric_type": "IP", "params": {"ef": max(k, 64)}}))
+        batch = vectors[start : start + SEARCH_BATCH]
+        hits.extend(
+            client.search(
+                name_or_alias,
+                data=batch.tolist(),
+                limit=k,
+                anns_field="embedding",
+                filter=expr,
+                output_fields=output_fields or [],
+                search_params={"metric_type": "IP", "params": {"ef": max(k, 64)}},
+            )
+        )
     return hits
 
 

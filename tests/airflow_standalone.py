@@ -67,7 +67,9 @@ class AirflowStandalone:
 
     def airflow(self, *args: str) -> str:
         """An `airflow` CLI command against this instance's metadata database."""
-        done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True)
+        done = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True
+        )
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
@@ -76,8 +78,13 @@ class AirflowStandalone:
         self.home.mkdir(parents=True, exist_ok=True)
         self.airflow("db", "migrate")
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                [str(BIN / "airflow"), "standalone"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -97,7 +104,9 @@ class AirflowStandalone:
     @property
     def password(self) -> str:
         """The admin password Airflow generated into its own file."""
-        generated = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+        generated = json.loads(
+            (self.home / "simple_auth_manager_passwords.json.generated").read_text()
+        )
         return generated["admin"]
 
     def _wait_ready(self) -> None:
@@ -107,18 +116,24 @@ class AirflowStandalone:
                 raise RuntimeError(f"airflow standalone exited:\n{self.log.read_text()[-4000:]}")
             try:
                 health = self.api("GET", "/api/v2/monitor/health", auth=False)
-                if all(health.get(part, {}).get("status") == "healthy"
-                       for part in ("metadatabase", "scheduler", "dag_processor")):
+                if all(
+                    health.get(part, {}).get("status") == "healthy"
+                    for part in ("metadatabase", "scheduler", "dag_processor")
+                ):
                     self.api("GET", "/api/v2/dags/ebr_daily")  # parsed and serialised
                     return
             except (OSError, urllib.error.URLError, FileNotFoundError, KeyError):
                 pass
             time.sleep(2)
-        raise TimeoutError(f"airflow standalone not ready in {self.timeout_s} s:\n{self.log.read_text()[-4000:]}")
+        raise TimeoutError(
+            f"airflow standalone not ready in {self.timeout_s} s:\n{self.log.read_text()[-4000:]}"
+        )
 
     def _login(self) -> str:
         if self._token is None:
-            body = self._request("POST", "/auth/token", {"username": "admin", "password": self.password}, None)
+            body = self._request(
+                "POST", "/auth/token", {"username": "admin", "password": self.password}, None
+            )
             self._token = body["access_token"]
         return self._token
 
@@ -141,7 +156,9 @@ class AirflowStandalone:
             if state in ("success", "failed"):
                 return run
             time.sleep(5)
-        raise TimeoutError(f"{run_id} still {state} after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+        raise TimeoutError(
+            f"{run_id} still {state} after {timeout_s} s:\n{self.log.read_text()[-3000:]}"
+        )
 
     def api(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
         return self._request(method, path, body, self._login() if auth else None)

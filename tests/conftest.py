@@ -63,7 +63,9 @@ def pytest_runtest_makereport(item, call):
         return
     # A case counts once: its call, or the setup that failed before it.
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        area = _reliability.setdefault(item.module.__name__, dict.fromkeys(("cases", "passed", *_FIGURES), 0))
+        area = _reliability.setdefault(
+            item.module.__name__, dict.fromkeys(("cases", "passed", *_FIGURES), 0)
+        )
         area["cases"] += 1
         area["passed"] += int(report.passed)
         for name, value in item.user_properties:
@@ -75,8 +77,10 @@ def pytest_terminal_summary(terminalreporter):
     if not _reliability:
         return
     header = ["area", "cases", "passed", *_FIGURES]
-    rows = [[_AREAS.get(module, module), *(str(v) for v in figures.values())]
-            for module, figures in sorted(_reliability.items())]
+    rows = [
+        [_AREAS.get(module, module), *(str(v) for v in figures.values())]
+        for module, figures in sorted(_reliability.items())
+    ]
     totals = [sum(int(row[k]) for row in rows) for k in range(1, len(header))]
     rows.append(["total", *map(str, totals)])
     terminalreporter.section("reliability")

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import quote
 from datetime import date, datetime
+from urllib.parse import quote
 
 import pytest
-
 from airflow_standalone import AirflowStandalone
+
 from ebr.settings import load_settings
 from ebr.synthetic import generate
 from indexing import store
@@ -30,8 +30,10 @@ def _wait_for_runs(airflow: AirflowStandalone, count: int, timeout_s: float = 24
         if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
             return runs
         time.sleep(5)
-    raise TimeoutError(f"runs not finished in {timeout_s} s: {[(r['dag_run_id'], r['state']) for r in runs]}\n"
-                       f"{airflow.log.read_text()[-3000:]}")
+    raise TimeoutError(
+        f"runs not finished in {timeout_s} s: {[(r['dag_run_id'], r['state']) for r in runs]}\n"
+        f"{airflow.log.read_text()[-3000:]}"
+    )
 
 
 def _retry_while_locked(command, attempts: int = 5) -> None:
@@ -60,14 +62,20 @@ def _wait_for_rerun(airflow: AirflowStandalone, run: dict, timeout_s: float = 24
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         now = airflow.api("GET", path)
-        if now["end_date"] and now["end_date"] != run["end_date"] and now["state"] in ("success", "failed"):
+        if (
+            now["end_date"]
+            and now["end_date"] != run["end_date"]
+            and now["state"] in ("success", "failed")
+        ):
             return now
         time.sleep(5)
     raise TimeoutError(f"{run['dag_run_id']} not rerun in {timeout_s} s: {now}")
 
 
 def _task_instances(airflow: AirflowStandalone) -> list[dict]:
-    tis = airflow.api("GET", "/api/v2/dags/ebr_daily/dagRuns/~/taskInstances?limit=1000")["task_instances"]
+    tis = airflow.api("GET", "/api/v2/dags/ebr_daily/dagRuns/~/taskInstances?limit=1000")[
+        "task_instances"
+    ]
     return [ti for ti in tis if ti["start_date"]]
 
 
@@ -81,8 +89,14 @@ def _at(text: str) -> datetime:
 
 def test_backfills_run_in_order_and_never_move_serving_back(tmp_path):
     ebr_home = tmp_path / "ebr"
-    env = {"EBR_HOME": str(ebr_home), "EBR_DIM": "32", "EBR_EPOCHS": "1", "EBR_BATCH_SIZE": "64",
-           "EBR_RECALL_FLOOR": "0.01", "EBR_REGRESSION_MARGIN": "0.5"}
+    env = {
+        "EBR_HOME": str(ebr_home),
+        "EBR_DIM": "32",
+        "EBR_EPOCHS": "1",
+        "EBR_BATCH_SIZE": "64",
+        "EBR_RECALL_FLOOR": "0.01",
+        "EBR_REGRESSION_MARGIN": "0.5",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
@@ -90,12 +104,31 @@ def test_backfills_run_in_order_and_never_move_serving_back(tmp_path):
     generate(settings.landing, date(2026, 1, 1), len(DAYS), "tiny", settings.seed)
 
     with AirflowStandalone(tmp_path / "airflow", env) as airflow:
-        airflow.airflow("pools", "set", settings.airflow_pool, "1", "one writer at a time: DuckDB, Milvus Lite, the alias")
+        airflow.airflow(
+            "pools",
+            "set",
+            settings.airflow_pool,
+            "1",
+            "one writer at a time: DuckDB, Milvus Lite, the alias",
+        )
         # SQLite takes one writer: the CLI may meet the scheduler's transaction ("database is
         # locked", nothing created); Postgres deployments do not see this.
-        _retry_while_locked(lambda: airflow.airflow(
-            "backfill", "create", "--dag-id", "ebr_daily", "--from-date", DAYS[0], "--to-date", DAYS[-1],
-            "--max-active-runs", str(len(DAYS)), "--reprocess-behavior", "failed"))
+        _retry_while_locked(
+            lambda: airflow.airflow(
+                "backfill",
+                "create",
+                "--dag-id",
+                "ebr_daily",
+                "--from-date",
+                DAYS[0],
+                "--to-date",
+                DAYS[-1],
+                "--max-active-runs",
+                str(len(DAYS)),
+                "--reprocess-behavior",
+                "failed",
+            )
+        )
         runs = {r["dag_run_id"]: r for r in _wait_for_runs(airflow, len(DAYS))}
         assert sorted(r["data_interval_start"][:10] for r in runs.values()) == DAYS
         assert all(r["state"] == "success" for r in runs.values()), runs
@@ -105,7 +138,9 @@ def test_backfills_run_in_order_and_never_move_serving_back(tmp_path):
         spans = sorted((_at(ti["start_date"]), _at(ti["end_date"])) for ti in tis)
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
         # each day trains after the day before has finished promoting: the chain v1 -> v2
-        trains = sorted((_ds(ti, runs), _at(ti["start_date"])) for ti in tis if ti["task_id"] == "train")
+        trains = sorted(
+            (_ds(ti, runs), _at(ti["start_date"])) for ti in tis if ti["task_id"] == "train"
+        )
         promotes = {_ds(ti, runs): _at(ti["end_date"]) for ti in tis if ti["task_id"] == "promote"}
         assert [t for _, t in trains] == sorted(t for _, t in trains)
         for (day, started), previous in zip(trains[1:], DAYS):
@@ -117,17 +152,29 @@ def test_backfills_run_in_order_and_never_move_serving_back(tmp_path):
         # allows one unfinished backfill per DAG: the scheduler closes the first one shortly after)
         _wait_for_backfills_to_close(airflow)
         day_one = next(r for r in runs.values() if r["data_interval_start"].startswith(DAYS[0]))
-        airflow.api("POST", "/api/v2/backfills", {
-            "dag_id": "ebr_daily", "from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[0]}T00:00:00Z",
-            "max_active_runs": 1, "reprocess_behavior": "completed"})
-        assert _wait_for_rerun(airflow, day_one)["state"] == "success"  # the same run, cleared and run again
+        airflow.api(
+            "POST",
+            "/api/v2/backfills",
+            {
+                "dag_id": "ebr_daily",
+                "from_date": f"{DAYS[0]}T00:00:00Z",
+                "to_date": f"{DAYS[0]}T00:00:00Z",
+                "max_active_runs": 1,
+                "reprocess_behavior": "completed",
+            },
+        )
+        assert (
+            _wait_for_rerun(airflow, day_one)["state"] == "success"
+        )  # the same run, cleared and run again
 
     with store.connect(settings) as client:
         live = store.live(client, settings.alias)
         kept = store.info(client, store.collection_name(DAYS[0], 3))
     assert (live.name, live.model_version) == (store.collection_name(DAYS[-1], 2), 2)
     assert kept.complete and kept.ds == DAYS[0]  # trained, gated and kept, not served
-    assert load_meta(settings.models / "v1")["parent"] is None  # what served on day one is untouched
+    assert (
+        load_meta(settings.models / "v1")["parent"] is None
+    )  # what served on day one is untouched
     assert "**not promoted**" in (settings.report_day(DAYS[0]) / "report.md").read_text()
     gate = json.loads((settings.report_day(DAYS[0]) / "gate.json").read_text())
     assert gate["candidate_version"] == 3 and gate["live_version"] == 2

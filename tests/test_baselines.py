@@ -3,11 +3,18 @@ import pyarrow as pa
 
 from evaluation.baselines import BM25, Memorisation, MiniLM, Popularity, exact_top_k, normalise
 
-CORPUS = pa.table({
-    "item_id": ["a", "b", "c", "d", "e"],
-    "title": ["Garden hose 50 ft", "Wireless mouse", "Gaming laptop 15 inch", "Red running shoes",
-              "Leather boots"],
-})
+CORPUS = pa.table(
+    {
+        "item_id": ["a", "b", "c", "d", "e"],
+        "title": [
+            "Garden hose 50 ft",
+            "Wireless mouse",
+            "Gaming laptop 15 inch",
+            "Red running shoes",
+            "Leather boots",
+        ],
+    }
+)
 
 
 def _clicks(pairs: list[tuple[str, str]]) -> pa.Table:
@@ -15,9 +22,21 @@ def _clicks(pairs: list[tuple[str, str]]) -> pa.Table:
 
 
 # b clicked 3 times, a and c twice (tie: a first by id), z is not in the corpus
-CLICKS = _clicks([("mouse", "b"), ("mouse", "b"), ("mouse", "b"), ("hose", "a"), ("hose", "a"),
-                  ("laptop", "c"), ("laptop", "c"), ("old", "z"), ("old", "z"), ("old", "z"),
-                  ("old", "z")])
+CLICKS = _clicks(
+    [
+        ("mouse", "b"),
+        ("mouse", "b"),
+        ("mouse", "b"),
+        ("hose", "a"),
+        ("hose", "a"),
+        ("laptop", "c"),
+        ("laptop", "c"),
+        ("old", "z"),
+        ("old", "z"),
+        ("old", "z"),
+        ("old", "z"),
+    ]
+)
 
 
 def test_popularity_orders_by_clicks_then_the_rest_of_the_corpus():
@@ -28,8 +47,14 @@ def test_popularity_orders_by_clicks_then_the_rest_of_the_corpus():
 
 
 def test_memorisation_uses_the_normalised_query_and_backs_off_to_popularity():
-    clicks = pa.concat_tables([CLICKS, _clicks([("Red Shoes", "d"), ("red  shoes!", "d"),
-                                                ("red shoes", "e"), ("RED SHOES", "b")])])
+    clicks = pa.concat_tables(
+        [
+            CLICKS,
+            _clicks(
+                [("Red Shoes", "d"), ("red  shoes!", "d"), ("red shoes", "e"), ("RED SHOES", "b")]
+            ),
+        ]
+    )
     ranker = Memorisation()
     ranker.fit(clicks, CORPUS)
     assert normalise("  Red   SHOES! ") == "red shoes"

@@ -11,8 +11,16 @@ import pytest
 from ebr.cli import main
 
 pytestmark = pytest.mark.slow
-STAGES = ["check_landing", "transform", "check_marts", "train", "build_index", "gate", "promote",
-          "clean"]
+STAGES = [
+    "check_landing",
+    "transform",
+    "check_marts",
+    "train",
+    "build_index",
+    "gate",
+    "promote",
+    "clean",
+]
 
 
 def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):

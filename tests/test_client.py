@@ -13,17 +13,26 @@ from training.train import train
 
 DS = "2026-01-01"
 ITEMS = [f"i{k}" for k in range(30)]
-CORPUS = pa.table({
-    "item_id": ITEMS,
-    "title": [f"red shoe model{k}" for k in range(30)],
-    "leaf_category": ["sneakers" if k % 2 else "boots" for k in range(30)],
-    "top_category": ["shoes"] * 30,
-    "brand": ['acme "pro"' if k % 3 == 0 else "zed" for k in range(30)],
-    "shop": ["s"] * 30,
-    "price": [float(k) for k in range(30)],
-})
-CFG = ModelConfig(dim=8, heads=2, batch_size=16, sampled_negatives=8, hard_negatives=2, epochs=1,
-                  validation_share=0.0)
+CORPUS = pa.table(
+    {
+        "item_id": ITEMS,
+        "title": [f"red shoe model{k}" for k in range(30)],
+        "leaf_category": ["sneakers" if k % 2 else "boots" for k in range(30)],
+        "top_category": ["shoes"] * 30,
+        "brand": ['acme "pro"' if k % 3 == 0 else "zed" for k in range(30)],
+        "shop": ["s"] * 30,
+        "price": [float(k) for k in range(30)],
+    }
+)
+CFG = ModelConfig(
+    dim=8,
+    heads=2,
+    batch_size=16,
+    sampled_negatives=8,
+    hard_negatives=2,
+    epochs=1,
+    validation_share=0.0,
+)
 
 
 @pytest.fixture
@@ -32,8 +41,14 @@ def served(settings):
     con.register("corpus", CORPUS)
     con.execute(f"create table mart_item_corpus as select date '{DS}' as ds, * from corpus")
     con.close()
-    examples = pa.table({"user_id": ["u"] * 30, "query": ["red shoe"] * 30, "item_id": ITEMS,
-                         **{c: [[] for _ in ITEMS] for c in BEHAVIOUR_COLUMNS}})
+    examples = pa.table(
+        {
+            "user_id": ["u"] * 30,
+            "query": ["red shoe"] * 30,
+            "item_id": ITEMS,
+            **{c: [[] for _ in ITEMS] for c in BEHAVIOUR_COLUMNS},
+        }
+    )
     for version in (1, 2):
         artifact = train(examples, CORPUS.select(["item_id", "title"]), CFG, seed=version)
         build_collection(DS, artifact.save(settings.models, version, DS), settings)
@@ -53,8 +68,9 @@ def test_filters_restrict_results_and_reload_follows_the_alias(served):
 
     boots = client.search("red shoe", k=30, filters=Filters(category="boots"))
     assert _ids(boots) == {i for k, i in enumerate(ITEMS) if k % 2 == 0}
-    quoted = client.search("red shoe", k=30, filters=Filters(brand='acme "pro"', price_min=3,
-                                                             price_max=12.5))
+    quoted = client.search(
+        "red shoe", k=30, filters=Filters(brand='acme "pro"', price_min=3, price_max=12.5)
+    )
     assert _ids(quoted) == {"i3", "i6", "i9", "i12"}  # brand with quotes matched as text
     assert _ids(client.search("red shoe", k=30, filters=Filters(category="shoes"))) == set(ITEMS)
 
@@ -72,11 +88,17 @@ def test_filter_text_is_data_not_expression(served, injection):
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("filters, message", [
-    (Filters(brand="a\x00b"), "control"), (Filters(category=" "), "non-blank"),
-    (Filters(brand="x" * 201), "at most"), (Filters(price_min=-1), "price_min"),
-    (Filters(price_max=float("nan")), "price_max"), (Filters(price_min=5, price_max=1), "above"),
-])
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        (Filters(brand="a\x00b"), "control"),
+        (Filters(category=" "), "non-blank"),
+        (Filters(brand="x" * 201), "at most"),
+        (Filters(price_min=-1), "price_min"),
+        (Filters(price_max=float("nan")), "price_max"),
+        (Filters(price_min=5, price_max=1), "above"),
+    ],
+)
 def test_bad_filters_are_refused_before_milvus(filters, message):
     with pytest.raises(ValueError, match=message):
         filters.expression()
@@ -98,10 +120,17 @@ def test_a_locked_warehouse_serves_without_personalisation(served, caplog):
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; "
-                               f"con = duckdb.connect({str(served.warehouse)!r}); "
-                               "print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; "
+            f"con = duckdb.connect({str(served.warehouse)!r}); "
+            "print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         result = RetrievalClient(served).search("red shoe", user_id="u1", k=3)

@@ -49,12 +49,19 @@ WORDS = [f"w{k}" for k in range(60)]
 ITEMS = [f"i{k}" for k in range(40)]
 TITLES = {i: random.Random(i).sample(WORDS, 3) for i in ITEMS}
 NO_HISTORY = {"rt_items": [], "st_items": [], "past_queries": [], **{c: [] for c in LT_COLUMNS}}
-CFG = ModelConfig(dim=16, heads=2, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=3,
-                  validation_share=0.0)
+CFG = ModelConfig(
+    dim=16,
+    heads=2,
+    batch_size=64,
+    sampled_negatives=32,
+    hard_negatives=4,
+    epochs=3,
+    validation_share=0.0,
+)
 LIVE, CANDIDATE = "items_20260101_v1", "items_20260102_v2"
 
 # Runs in the child before the stage: the test's settings, and stall(), the kill point.
-PRELUDE = '''
+PRELUDE = """
 import os, time
 from pathlib import Path, PosixPath
 from ebr.settings import ModelConfig, Settings
@@ -66,7 +73,7 @@ settings = eval(os.environ["CRASH_SETTINGS"])
 def stall():
     Path(os.environ["CRASH_MARKER"]).write_text(str(os.getpid()))
     time.sleep(300)  # the parent SIGKILLs us here
-'''
+"""
 
 
 def _examples(n: int, seed: int) -> list[dict]:
@@ -74,8 +81,14 @@ def _examples(n: int, seed: int) -> list[dict]:
     rows = []
     for r in range(n):
         item = rnd.choice(ITEMS)
-        rows.append({"user_id": f"u{r % 20}", "item_id": item, **NO_HISTORY,
-                     "query": " ".join(rnd.sample(TITLES[item], rnd.randint(1, 3)))})
+        rows.append(
+            {
+                "user_id": f"u{r % 20}",
+                "item_id": item,
+                **NO_HISTORY,
+                "query": " ".join(rnd.sample(TITLES[item], rnd.randint(1, 3))),
+            }
+        )
     return rows
 
 
@@ -107,22 +120,60 @@ def _release(settings) -> None:
 def world(settings, model):
     """Day 1 served by v1 (built, promoted, logged); the warehouse holds both days' corpus,
     held-out requests and (small) training examples. A gate at K=5 that blesses anything."""
-    settings = replace(settings, recall_ks=(5,), gate_k=5, recall_floor=0.0, regression_margin=1.0,
-                       canary_requests=20, canary_margin=0.05, retention=0, model=CFG)
+    settings = replace(
+        settings,
+        recall_ks=(5,),
+        gate_k=5,
+        recall_floor=0.0,
+        regression_margin=1.0,
+        canary_requests=20,
+        canary_margin=0.05,
+        retention=0,
+        model=CFG,
+    )
     n = len(ITEMS)
-    corpus = pa.table({"item_id": ITEMS, "title": [" ".join(TITLES[i]) for i in ITEMS],
-                       "leaf_category": ["leaf"] * n, "top_category": ["top"] * n, "brand": ["b"] * n,
-                       "shop": ["s"] * n, "price": [1.0] * n})
-    evals = pa.Table.from_pylist([
-        {"request_id": f"e{k:03d}", "user_id": f"u{k % 20}", "request_time": datetime(2026, 1, 1, 21),
-         "query": " ".join(TITLES[item][:2]), "clicked_items": [item], "purchased_items": [], **NO_HISTORY}
-        for k, item in enumerate(ITEMS)])
-    examples = pa.Table.from_pylist([
-        {"request_id": f"t{k:03d}", "request_time": datetime(2026, 1, 1, 8) + timedelta(minutes=k),
-         "label_event": "click", **row} for k, row in enumerate(_examples(200, 1))])
+    corpus = pa.table(
+        {
+            "item_id": ITEMS,
+            "title": [" ".join(TITLES[i]) for i in ITEMS],
+            "leaf_category": ["leaf"] * n,
+            "top_category": ["top"] * n,
+            "brand": ["b"] * n,
+            "shop": ["s"] * n,
+            "price": [1.0] * n,
+        }
+    )
+    evals = pa.Table.from_pylist(
+        [
+            {
+                "request_id": f"e{k:03d}",
+                "user_id": f"u{k % 20}",
+                "request_time": datetime(2026, 1, 1, 21),
+                "query": " ".join(TITLES[item][:2]),
+                "clicked_items": [item],
+                "purchased_items": [],
+                **NO_HISTORY,
+            }
+            for k, item in enumerate(ITEMS)
+        ]
+    )
+    examples = pa.Table.from_pylist(
+        [
+            {
+                "request_id": f"t{k:03d}",
+                "request_time": datetime(2026, 1, 1, 8) + timedelta(minutes=k),
+                "label_event": "click",
+                **row,
+            }
+            for k, row in enumerate(_examples(200, 1))
+        ]
+    )
     con = duckdb.connect(str(settings.warehouse))
-    for table, rows in [("mart_item_corpus", corpus), ("mart_eval_examples", evals),
-                        ("mart_training_examples", examples)]:
+    for table, rows in [
+        ("mart_item_corpus", corpus),
+        ("mart_eval_examples", evals),
+        ("mart_training_examples", examples),
+    ]:
         con.register("rows", rows)
         days = "(values " + ", ".join(f"(date '{d}')" for d in DAYS) + ") as d(ds)"
         con.execute(f"create table {table} as select d.ds, r.* from rows r cross join {days}")
@@ -140,19 +191,32 @@ def _kill_mid(settings, tmp_path: Path, body: str) -> None:
     """Runs PRELUDE + body in a child process, waits until it calls stall(), SIGKILLs it."""
     _release(settings)  # the parent holds no Lite server (nor client) while the child runs
     marker, output = tmp_path / "stalled", tmp_path / "child.log"
-    env = {**os.environ, "EBR_HOME": str(settings.home), "CRASH_SETTINGS": repr(settings),
-           "CRASH_MARKER": str(marker)}
+    env = {
+        **os.environ,
+        "EBR_HOME": str(settings.home),
+        "CRASH_SETTINGS": repr(settings),
+        "CRASH_MARKER": str(marker),
+    }
     with output.open("w") as out:
-        child = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], cwd=REPO,
-                                 env=env, stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
             if child.poll() is not None:
-                pytest.fail(f"the child ended ({child.returncode}) before its kill point:\n"
-                            f"{output.read_text()[-4000:]}")
+                pytest.fail(
+                    f"the child ended ({child.returncode}) before its kill point:\n"
+                    f"{output.read_text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"the child never reached its kill point:\n{output.read_text()[-4000:]}")
+                pytest.fail(
+                    f"the child never reached its kill point:\n{output.read_text()[-4000:]}"
+                )
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(30) == -signal.SIGKILL
@@ -181,8 +245,9 @@ def _dot_folders(settings) -> list[str]:
 
 
 @pytest.mark.parametrize("point", ["writing files", "between the renames"])
-def test_a_save_killed_midway_leaves_no_partial_version_and_its_debris_is_cleared(world, tmp_path, model,
-                                                                               monkeypatch, point):
+def test_a_save_killed_midway_leaves_no_partial_version_and_its_debris_is_cleared(
+    world, tmp_path, model, monkeypatch, point
+):
     if point == "writing files":  # a new version: killed after model.pt, before the rest
         body = """
             import torch
@@ -217,18 +282,26 @@ def test_a_save_killed_midway_leaves_no_partial_version_and_its_debris_is_cleare
     else:
         tmp, aside = left
         assert aside == tmp + "-replaced" and tmp.startswith(".v2-")
-        assert load_meta(world.models / tmp)["parent"] == 1  # the new one was complete, not yet in place
+        assert (
+            load_meta(world.models / tmp)["parent"] == 1
+        )  # the new one was complete, not yet in place
     # young debris may be a save still running in another process: only an old one is debris
     assert debris(world.models) == []
     assert [p.name for p in debris(world.models, min_age_s=0)] == left
     assert remove_debris(world)["artifacts"] == [] and _dot_folders(world) == left
 
-    if point == "writing files":  # what clean() (which starts with remove_debris) does an hour later
+    if (
+        point == "writing files"
+    ):  # what clean() (which starts with remove_debris) does an hour later
         monkeypatch.setattr(artifacts, "DEBRIS_MIN_AGE_S", 0)
         assert clean(world) == []
         assert _dot_folders(world) == [] and sorted(os.listdir(world.models)) == ["v1"]
     else:  # like the save's own error path: the old v2 goes back, the new one's folder goes
-        assert remove_debris(world, min_age_s=0) == {"collections": [], "artifacts": [tmp], "restored": ["v2"]}
+        assert remove_debris(world, min_age_s=0) == {
+            "collections": [],
+            "artifacts": [tmp],
+            "restored": ["v2"],
+        }
         assert _dot_folders(world) == []
         assert (world.models / "v2" / "model.pt").read_bytes() == old_weights
         assert load_meta(world.models / "v2")["parent"] is None
@@ -243,8 +316,9 @@ def test_a_save_killed_midway_leaves_no_partial_version_and_its_debris_is_cleare
 
 
 @pytest.mark.parametrize("point", ["inserting", "loading"])
-def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_goes(world, tmp_path, model,
-                                                                                 monkeypatch, point):
+def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_goes(
+    world, tmp_path, model, monkeypatch, point
+):
     model.save(world.models, 2, DAYS[1])
     if point == "inserting":  # the first batch is in, the corpus not finished
         body = """
@@ -274,7 +348,9 @@ def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_
         # the rows inserted before the kill (one batch: all of them), never flushed in the "inserting"
         # case, are there: Milvus Lite replayed its write-ahead log; only the complete mark is missing
         assert client.get_collection_stats(CANDIDATE)["row_count"] == len(ITEMS)
-    with pytest.raises(GateRefused, match="not a complete collection"):  # the gate's blessing cannot help it
+    with pytest.raises(
+        GateRefused, match="not a complete collection"
+    ):  # the gate's blessing cannot help it
         promote(_report(DAYS[1], CANDIDATE), world, run_id="daily__2")
 
     if point == "inserting":
@@ -282,7 +358,11 @@ def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_
         monkeypatch.setattr(store, "created_at", lambda client, name: time.time() - 5)
         assert remove_debris(world, min_age_s=60)["collections"] == []
         monkeypatch.undo()
-        assert remove_debris(world, min_age_s=0) == {"collections": [CANDIDATE], "artifacts": [], "restored": []}
+        assert remove_debris(world, min_age_s=0) == {
+            "collections": [CANDIDATE],
+            "artifacts": [],
+            "restored": [],
+        }
         with store.connect(world) as client:
             assert store.ours(client) == [LIVE] and store.incomplete(client) == []
     # either way the rerun of the day converges (store.create replaces a non-live half collection)
@@ -298,7 +378,9 @@ def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_
 
 
 @pytest.mark.parametrize("point", ["writing the alias", "before the log line"])
-def test_a_promotion_killed_midway_leaves_a_complete_collection_behind_the_alias(world, tmp_path, model, point):
+def test_a_promotion_killed_midway_leaves_a_complete_collection_behind_the_alias(
+    world, tmp_path, model, point
+):
     model.save(world.models, 2, DAYS[1])
     stages.build_index(DAYS[1], 2, world)
     assert stages.gate(DAYS[1], 2, world)["passed"]
@@ -326,7 +408,10 @@ def test_a_promotion_killed_midway_leaves_a_complete_collection_behind_the_alias
 
     moved = point == "before the log line"
     current, recall = _serving(world)
-    assert (current.name, current.complete) == ((CANDIDATE if moved else LIVE), True) and recall > 0.5
+    assert (current.name, current.complete) == (
+        (CANDIDATE if moved else LIVE),
+        True,
+    ) and recall > 0.5
     assert [e["collection"] for e in history(world)] == [LIVE]  # no line either way
     if not moved:
         assert (Path(world.milvus_uri) / "aliases.json.tmp").exists()  # killed inside the write
@@ -334,14 +419,20 @@ def test_a_promotion_killed_midway_leaves_a_complete_collection_behind_the_alias
     # the retried promote task converges: alias on the candidate, one logged promotion, canary passed
     entry = stages.promote(DAYS[1], world, run_id="daily__2_retry")
     assert entry["canary"]["passed"] and _serving(world)[0].name == CANDIDATE
-    assert [(e["action"], e["collection"]) for e in history(world)] == [("promote", LIVE), ("promote", CANDIDATE)]
+    assert [(e["action"], e["collection"]) for e in history(world)] == [
+        ("promote", LIVE),
+        ("promote", CANDIDATE),
+    ]
     if not moved:
         assert (entry["replaced_collection"], entry["previous_collection"]) == (LIVE, LIVE)
         return
     # The move itself was not logged: the retry takes what the log last served as what this
     # promotion replaced, so the lineage to LIVE survives and a plain rollback undoes it.
     assert (entry["replaced_collection"], entry["previous_collection"]) == (LIVE, LIVE)
-    assert stages.rollback(world, run_id="r", user="ops", reason="after the crash")["collection"] == LIVE
+    assert (
+        stages.rollback(world, run_id="r", user="ops", reason="after the crash")["collection"]
+        == LIVE
+    )
     assert _serving(world)[0].name == LIVE
 
 
@@ -361,7 +452,9 @@ def test_remove_debris_never_drops_an_aliased_collection_even_if_incomplete(sett
         assert remove_debris(settings, min_age_s=0)["collections"] == [half]
     assert f"{live} is aliased but not complete" in caplog.text
     with store.connect(settings) as client:
-        assert store.ours(client) == [live, done] and store.live(client, settings.alias).name == live
+        assert (
+            store.ours(client) == [live, done] and store.live(client, settings.alias).name == live
+        )
     _release(settings)
 
 

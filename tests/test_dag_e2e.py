@@ -2,8 +2,8 @@
 
 import importlib.util
 import json
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
@@ -25,7 +25,7 @@ def _load_dag(path: Path = DAG_FILE):
 
 def _run(dag, ds: date):
     # a daily data-interval run is dated by the end of its interval
-    return dag.test(logical_date=datetime.combine(ds + timedelta(days=1), time(), tzinfo=timezone.utc))
+    return dag.test(logical_date=datetime.combine(ds + timedelta(days=1), time(), tzinfo=UTC))
 
 
 def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys):
@@ -63,7 +63,10 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
 
     # each run leaves a report a person reads: volumes and checks, training curve, gate curves
     report = (settings.report_day("2026-01-02") / "report.md").read_text()
-    assert "**Promoted** `items_20260102_v2`" in report and "| marts | mart_training_examples |" in report
+    assert (
+        "**Promoted** `items_20260102_v2`" in report
+        and "| marts | mart_training_examples |" in report
+    )
     assert f"| {gate['gate_k']} | {gate['candidate_recall'][str(gate['gate_k'])]:.4f} |" in report
     for plot in ("training.png", "recall.png"):
         assert (settings.report_day("2026-01-02") / plot).stat().st_size > 5_000
@@ -72,12 +75,16 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     import duckdb
 
     con = duckdb.connect(str(settings.warehouse), read_only=True)
-    titles = con.execute("select item_id, title from mart_item_corpus where ds = '2026-01-02' "
-                         "order by item_id limit 20").fetchall()
+    titles = con.execute(
+        "select item_id, title from mart_item_corpus where ds = '2026-01-02' "
+        "order by item_id limit 20"
+    ).fetchall()
     con.close()
     client = RetrievalClient(settings)
-    found = sum(item in [h["item_id"] for h in client.search(title, k=10)["results"]]
-                for item, title in titles)
+    found = sum(
+        item in [h["item_id"] for h in client.search(title, k=10)["results"]]
+        for item, title in titles
+    )
     assert found >= 15, f"only {found}/20 items found by their own titles"
 
     # what an operator and a service see from the command line
@@ -86,7 +93,11 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     capsys.readouterr()
     main(["status", "--json"])
     status = json.loads(capsys.readouterr().out)
-    assert (status["collection"], status["model_version"], status["ds"]) == (second.name, 2, "2026-01-02")
+    assert (status["collection"], status["model_version"], status["ds"]) == (
+        second.name,
+        2,
+        "2026-01-02",
+    )
     assert status["gate"]["candidate_recall"] == gate["candidate_recall"]
     item, title = titles[0]
     main(["search", title, "--user", "u1", "-k", "5", "--json"])
@@ -95,7 +106,9 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     assert {"item_id", "title", "score", "brand", "price"} <= set(result["results"][0])
 
     # an operator rolls back from the UI: the ebr_rollback DAG with its params
-    run = _load_dag(ROLLBACK_DAG_FILE).test(run_conf={"reason": "e2e: back to day one", "user": "tester"})
+    run = _load_dag(ROLLBACK_DAG_FILE).test(
+        run_conf={"reason": "e2e: back to day one", "user": "tester"}
+    )
     assert run.state == "success"
     with store.connect(settings) as client:
         assert store.live(client, settings.alias).name == first.name
@@ -104,11 +117,16 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     entries = json.loads(capsys.readouterr().out)
     assert [e["action"] for e in entries] == ["promote", "promote", "rollback"]
     assert (entries[-1]["run_id"], entries[-1]["user"], entries[-1]["replaced_collection"]) == (
-        run.run_id, "tester", second.name)
+        run.run_id,
+        "tester",
+        second.name,
+    )
 
 
 @pytest.mark.reliability
-def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, monkeypatch, airflow_db):
+def test_bad_landing_data_fails_the_run_before_anything_downstream(
+    tmp_path, monkeypatch, airflow_db
+):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -118,8 +136,12 @@ def test_bad_landing_data_fails_the_run_before_anything_downstream(tmp_path, mon
     day = generate(settings.landing, date(2026, 1, 1), 1, "tiny", settings.seed)[0]
     events = pq.read_table(day / "events.parquet")
     bad = pc.if_else(pc.equal(events["event_type"], "click"), "klick", events["event_type"])
-    pq.write_table(events.set_column(events.schema.get_field_index("event_type"), "event_type",
-                                     bad.cast(pa.string())), day / "events.parquet")
+    pq.write_table(
+        events.set_column(
+            events.schema.get_field_index("event_type"), "event_type", bad.cast(pa.string())
+        ),
+        day / "events.parquet",
+    )
 
     run = _run(_load_dag(), date(2026, 1, 1))
     assert run.state == "failed"

@@ -49,7 +49,9 @@ def _host(url: str) -> str | None:
 
 
 def _airflow_services(compose: dict) -> dict[str, dict]:
-    return {name: s for name, s in compose["services"].items() if re.search(r"\bairflow ", _command(s))}
+    return {
+        name: s for name, s in compose["services"].items() if re.search(r"\bairflow ", _command(s))
+    }
 
 
 def test_the_services_the_deployment_needs():
@@ -57,10 +59,17 @@ def test_the_services_the_deployment_needs():
     services = compose["services"]
     airflow = _airflow_services(compose)
     commands = " | ".join(_command(s) for s in airflow.values())
-    for part in ("airflow api-server", "airflow scheduler", "airflow dag-processor", "airflow db migrate"):
+    for part in (
+        "airflow api-server",
+        "airflow scheduler",
+        "airflow dag-processor",
+        "airflow db migrate",
+    ):
         assert part in commands, f"no service runs `{part}`"
     # the one-slot pool every ebr task takes exists before the first run
-    assert re.search(r"airflow pools set ebr_serial 1\b", commands), "no service creates the ebr_serial pool"
+    assert re.search(r"airflow pools set ebr_serial 1\b", commands), (
+        "no service creates the ebr_serial pool"
+    )
     assert services["postgres"]["image"].startswith("postgres:")
 
     # A distributed executor: Celery, with workers and a broker that is a service of this file.
@@ -73,7 +82,10 @@ def test_the_services_the_deployment_needs():
     # Milvus standalone on its etcd and MinIO.
     milvus = services["milvus"]
     assert milvus["image"].startswith("milvusdb/milvus:") and "standalone" in _command(milvus)
-    etcd, minio = _env(milvus)["ETCD_ENDPOINTS"].split(":")[0], _env(milvus)["MINIO_ADDRESS"].split(":")[0]
+    etcd, minio = (
+        _env(milvus)["ETCD_ENDPOINTS"].split(":")[0],
+        _env(milvus)["MINIO_ADDRESS"].split(":")[0],
+    )
     assert "etcd" in services[etcd]["image"] and "minio" in services[minio]["image"]
     assert {etcd, minio} <= set(milvus["depends_on"])
 
@@ -88,7 +100,10 @@ def test_every_airflow_service_uses_postgres_and_milvus():
         db = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
         assert db.startswith("postgresql+psycopg2://") and _host(db) == "postgres", (name, db)
         milvus = urlsplit(env.get("EBR_MILVUS_URI", ""))
-        assert (milvus.hostname, milvus.port) == ("milvus", 19530), (name, env.get("EBR_MILVUS_URI"))
+        assert (milvus.hostname, milvus.port) == ("milvus", 19530), (
+            name,
+            env.get("EBR_MILVUS_URI"),
+        )
         assert {"postgres", "milvus"} <= set(service.get("depends_on", [])), name
         # Keys that must be the same in every container: Airflow generates a random one per
         # container when unset, and then the api-server rejects the tokens the scheduler signs.
@@ -111,21 +126,30 @@ def test_no_literal_secrets():
                 assert not REFERENCE.sub("", value), f"{name}: {key} holds a literal value"
             # the password part of a connection URL, e.g. postgresql://user:PASSWORD@host/db
             if match := re.match(r"[\w+.-]+://[^/@:]*:(.*)@", value):
-                assert not REFERENCE.sub("", match.group(1)), f"{name}: {key} holds a literal password"
+                assert not REFERENCE.sub("", match.group(1)), (
+                    f"{name}: {key} holds a literal password"
+                )
 
 
 def test_dockerfile_installs_the_project_and_the_drivers_the_compose_file_needs():
     text = DOCKERFILE.read_text().replace("\\\n", " ")  # one line per instruction
-    installs = [line for line in text.splitlines() if line.startswith("RUN ") and "pip install" in line]
+    installs = [
+        line for line in text.splitlines() if line.startswith("RUN ") and "pip install" in line
+    ]
     assert len(installs) == 1, installs
     args = shlex.split(installs[0].split("pip install", 1)[1])
     assert "." in args, "the image must install the project (pip install -e . or pip install .)"
     # PostgreSQL drivers (psycopg2, and asyncpg which Airflow 3 also needs) and the Celery executor
     assert {"apache-airflow-providers-postgres", "apache-airflow-providers-celery"} <= {
-        re.split(r"[<>=\[]", a)[0] for a in args}
+        re.split(r"[<>=\[]", a)[0] for a in args
+    }
     # every package pyproject installs, the DAGs and the dbt project are in the image
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    copied = {src for line in text.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]}
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]
+    copied = {
+        src for line in text.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]
+    }
     needed = {p.rstrip("*") for p in packages["include"]} | {"dags", "transforms", "pyproject.toml"}
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
 
@@ -134,9 +158,23 @@ def test_compose_renders():
     """`docker compose config` resolves the file (merges, references) without a daemon."""
     docker = shutil.which("docker")
     if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
-        pytest.skip("`docker compose` is not installed here (expected: the checks above read the file)")
-    env = {var: "x" for var in ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
-                                "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY")}
-    done = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True,
-                          text=True, env={**os.environ, **env})
+        pytest.skip(
+            "`docker compose` is not installed here (expected: the checks above read the file)"
+        )
+    env = {
+        var: "x"
+        for var in (
+            "POSTGRES_PASSWORD",
+            "MINIO_ROOT_USER",
+            "MINIO_ROOT_PASSWORD",
+            "AIRFLOW_JWT_SECRET",
+            "AIRFLOW_FERNET_KEY",
+        )
+    }
+    done = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 0, done.stderr

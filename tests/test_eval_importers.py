@@ -1,6 +1,6 @@
 import csv
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,27 +12,66 @@ from evaluation.importers import ImportRejected, heldout, import_bestbuy, import
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The landing contract (docs/contracts.md), written out independently of the importers.
-CONTRACT_EVENTS = pa.schema([
-    ("request_id", pa.string()), ("event_time", pa.timestamp("us", tz="UTC")),
-    ("user_id", pa.string()), ("query", pa.string()), ("item_id", pa.string()),
-    ("event_type", pa.string()), ("position", pa.int32()),
-])
-CONTRACT_ITEMS = pa.schema([
-    ("item_id", pa.string()), ("title", pa.string()), ("leaf_category", pa.string()),
-    ("top_category", pa.string()), ("brand", pa.string()), ("shop", pa.string()),
-    ("price", pa.float64()),
-])
+CONTRACT_EVENTS = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.string()),
+        ("query", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("position", pa.int32()),
+    ]
+)
+CONTRACT_ITEMS = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("leaf_category", pa.string()),
+        ("top_category", pa.string()),
+        ("brand", pa.string()),
+        ("shop", pa.string()),
+        ("price", pa.float64()),
+    ]
+)
 
 CLICK_HEADER = ["user", "sku", "category", "query", "click_time", "query_time"]
-PRODUCT_HEADER = ["sku", "name", "type", "salePrice", "shortDescription", "longDescription",
-                  "category_path", "releaseDate", "customerReviewCount"]
+PRODUCT_HEADER = [
+    "sku",
+    "name",
+    "type",
+    "salePrice",
+    "shortDescription",
+    "longDescription",
+    "category_path",
+    "releaseDate",
+    "customerReviewCount",
+]
 PATH = "Best Buy > Video Games > Xbox 360 > Xbox 360 Games"
 PRODUCTS = [
-    ["100", "Gears of War 3 - Xbox 360", "Game", "59.99", "Short", 'Long, "quoted"\ntext', PATH,
-     "2011-09-20", "12.0"],
+    [
+        "100",
+        "Gears of War 3 - Xbox 360",
+        "Game",
+        "59.99",
+        "Short",
+        'Long, "quoted"\ntext',
+        PATH,
+        "2011-09-20",
+        "12.0",
+    ],
     ["200", "Madden NFL 12 - Xbox 360", "Game", "39.99", "", "Long", PATH + " > Sports", "", ""],
-    ["300", "Forza 4 - Xbox 360", "Bundle", "0", "Short", "Long", "Best Buy > Best Buy Racing",
-     "2011-10-11", "3.0"],
+    [
+        "300",
+        "Forza 4 - Xbox 360",
+        "Bundle",
+        "0",
+        "Short",
+        "Long",
+        "Best Buy > Best Buy Racing",
+        "2011-10-11",
+        "3.0",
+    ],
 ]
 # (user, sku, query, query_time): click_time is 20 s later. Time order is not file order, and
 # the latest clicks sit in train.csv: the third-party split must not leak into the time split.
@@ -66,8 +105,13 @@ def _click_rows(clicks) -> list[list[str]]:
     """Rows in the real files' format; the click comes 20 s after the query unless given."""
     rows = []
     for user, sku, query, qt, *click in clicks:
-        ct = click[0] if click else (datetime.fromisoformat(qt) + timedelta(seconds=20)).isoformat(
-            sep=" ", timespec="milliseconds")
+        ct = (
+            click[0]
+            if click
+            else (datetime.fromisoformat(qt) + timedelta(seconds=20)).isoformat(
+                sep=" ", timespec="milliseconds"
+            )
+        )
         rows.append([user, sku, "abcat0701002", query, ct, qt])
     return rows
 
@@ -81,9 +125,13 @@ def _bestbuy(root: Path, train=TRAIN, test=TEST, products=PRODUCTS) -> Path:
 
 
 def _read_days(landing: Path) -> dict[str, tuple[pa.Table, pa.Table]]:
-    return {p.name.removeprefix("ds="): (pq.read_table(p / "events.parquet"),
-                                         pq.read_table(p / "items.parquet"))
-            for p in sorted(landing.glob("ds=*"))}
+    return {
+        p.name.removeprefix("ds="): (
+            pq.read_table(p / "events.parquet"),
+            pq.read_table(p / "items.parquet"),
+        )
+        for p in sorted(landing.glob("ds=*"))
+    }
 
 
 def _bytes(landing: Path) -> dict[str, bytes]:
@@ -91,7 +139,7 @@ def _bytes(landing: Path) -> dict[str, bytes]:
 
 
 def _utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 # --- Best Buy ----------------------------------------------------------------------------------
@@ -127,13 +175,21 @@ def test_bestbuy_imports_into_contract_days_and_splits_the_latest_share_by_time(
     ids = events.column("request_id").to_pylist()
     test_ids = set(split.test.column("request_id").to_pylist())
     assert len(set(ids)) == 10 and test_ids <= set(ids)
-    train_times = [t for r, t in zip(ids, events.column("event_time").to_pylist()) if r not in test_ids]
+    train_times = [
+        t for r, t in zip(ids, events.column("event_time").to_pylist()) if r not in test_ids
+    ]
     assert max(train_times) <= split.cutoff
 
     items = {r["item_id"]: r for r in days["2011-09-14"][1].to_pylist()}
-    assert items["100"] == {"item_id": "100", "title": "Gears of War 3 - Xbox 360",
-                            "leaf_category": "Xbox 360 Games", "top_category": "Video Games",
-                            "brand": "", "shop": "bestbuy", "price": 59.99}
+    assert items["100"] == {
+        "item_id": "100",
+        "title": "Gears of War 3 - Xbox 360",
+        "leaf_category": "Xbox 360 Games",
+        "top_category": "Video Games",
+        "brand": "",
+        "shop": "bestbuy",
+        "price": 59.99,
+    }
     assert items["200"]["leaf_category"] == "Sports"
     assert (items["300"]["top_category"], items["300"]["leaf_category"]) == ("Best Buy Racing",) * 2
 
@@ -147,17 +203,36 @@ def test_bestbuy_reimport_rewrites_the_same_bytes(tmp_path):
     assert first.test.equals(second.test)
 
 
-@pytest.mark.parametrize("file, line, column, train, test", [
-    # line 1 is the header: TRAIN[0] is on line 2, TEST[2] on line 4
-    ("test.csv", 4, "query", TRAIN,
-     [*TEST[:2], ("u3", "200", "   ", "2011-09-16 20:00:00.75"), *TEST[3:]]),
-    ("train.csv", 2, "query_time",
-     [("u1", "100", "gears", "abc", "2011-09-14 12:46:28.66"), *TRAIN[1:]], TEST),
-    ("train.csv", 3, "user",
-     [TRAIN[0], ("", "200", "Madden 12", "2011-09-15 23:59:59.9"), *TRAIN[2:]], TEST),
-])
+@pytest.mark.parametrize(
+    "file, line, column, train, test",
+    [
+        # line 1 is the header: TRAIN[0] is on line 2, TEST[2] on line 4
+        (
+            "test.csv",
+            4,
+            "query",
+            TRAIN,
+            [*TEST[:2], ("u3", "200", "   ", "2011-09-16 20:00:00.75"), *TEST[3:]],
+        ),
+        (
+            "train.csv",
+            2,
+            "query_time",
+            [("u1", "100", "gears", "abc", "2011-09-14 12:46:28.66"), *TRAIN[1:]],
+            TEST,
+        ),
+        (
+            "train.csv",
+            3,
+            "user",
+            [TRAIN[0], ("", "200", "Madden 12", "2011-09-15 23:59:59.9"), *TRAIN[2:]],
+            TEST,
+        ),
+    ],
+)
 def test_bestbuy_bad_row_is_rejected_by_file_line_and_column_and_nothing_is_written(
-        tmp_path, file, line, column, train, test):
+    tmp_path, file, line, column, train, test
+):
     landing = tmp_path / "landing"
     with pytest.raises(ImportRejected) as err:
         import_bestbuy(_bestbuy(tmp_path, train=train, test=test), landing)
@@ -190,11 +265,15 @@ def test_many_bad_rows_are_counted_and_only_the_first_ones_quoted(tmp_path):
     assert "train.csv line 12:" not in message and "train.csv line 26:" not in message
 
 
-@pytest.mark.skipif(not (REAL / "bestbuy" / "train.csv").exists(),
-                    reason="real data not found at ../shared/data (see README, Data credits)")
+@pytest.mark.skipif(
+    not (REAL / "bestbuy" / "train.csv").exists(),
+    reason="real data not found at ../shared/data (see README, Data credits)",
+)
 def test_bestbuy_real_log_imports_whole_and_splits_20_percent(tmp_path):
-    rows = sum(sum(1 for _ in csv.DictReader((REAL / "bestbuy" / f).open(newline="")))
-               for f in ("train.csv", "test.csv"))
+    rows = sum(
+        sum(1 for _ in csv.DictReader((REAL / "bestbuy" / f).open(newline="")))
+        for f in ("train.csv", "test.csv")
+    )
     assert rows == 42_365
     start = time.perf_counter()
     split = import_bestbuy(REAL / "bestbuy", tmp_path / "landing")
@@ -209,19 +288,25 @@ def test_bestbuy_real_log_imports_whole_and_splits_20_percent(tmp_path):
 
 # --- CrowdFlower -------------------------------------------------------------------------------
 
-CF_HEADER = ["id", "query", "product_title", "product_description", "median_relevance",
-             "relevance_variance"]
+CF_HEADER = [
+    "id",
+    "query",
+    "product_title",
+    "product_description",
+    "median_relevance",
+    "relevance_variance",
+]
 # "projector" and "wine rack" are training queries, "LED christmas lights" is held out (see
 # test_heldout_matches_hand_computed_md5).
 CF_ROWS = [
     ["1", "projector", "ViewSonic Pro8200 DLP Projector", "", "4", "0"],
-    ["2", "projector", "Epson Home Cinema", "Bright,\n\"3LCD\" projector", "3", "0.4"],
+    ["2", "projector", "Epson Home Cinema", 'Bright,\n"3LCD" projector', "3", "0.4"],
     ["3", "projector", "Phone case", "", "1", "0"],
     ["4", "wine rack", "Solid-Wood Wine Rack", "6 bottle", "4", "0"],
     ["5", "wine rack", "Wine Glasses", "", "2", "0.5"],
     ["6", "wine rack", "Solid-Wood Wine Rack", "6 bottle", "2", "0"],  # judged twice: keeps 4
     ["7", "LED christmas lights", "Set of 10 LED Train Lights", "", "4", "0"],
-    ["8", "LED christmas lights", "Epson Home Cinema", "Bright,\n\"3LCD\" projector", "1", "0"],
+    ["8", "LED christmas lights", "Epson Home Cinema", 'Bright,\n"3LCD" projector', "1", "0"],
 ]
 
 
@@ -240,15 +325,23 @@ def test_heldout_matches_hand_computed_md5():
 
 def test_crowdflower_generates_clicks_for_training_queries_only(tmp_path):
     landing = tmp_path / "landing"
-    split = import_crowdflower(_crowdflower(tmp_path), landing, seed=3, start=date(2015, 1, 1),
-                               days=3, sessions_per_query=30)
+    split = import_crowdflower(
+        _crowdflower(tmp_path),
+        landing,
+        seed=3,
+        start=date(2015, 1, 1),
+        days=3,
+        sessions_per_query=30,
+    )
     assert split.train_queries == ["projector", "wine rack"]
     assert split.heldout_queries == ["LED christmas lights"]
     assert split.days == ["2015-01-01", "2015-01-02", "2015-01-03"]
     assert split.corpus.num_rows == 6  # distinct (title, description) pairs
     assert split.corpus.schema.remove_metadata() == CONTRACT_ITEMS
-    judged = {(r["query"], r["item_id"]): (r["grade"], r["held_out"])
-              for r in split.judgements.to_pylist()}
+    judged = {
+        (r["query"], r["item_id"]): (r["grade"], r["held_out"])
+        for r in split.judgements.to_pylist()
+    }
     assert len(judged) == 7
     rack = [i for (q, i), (g, _) in judged.items() if q == "wine rack" and g == 4]
     assert len(rack) == 1  # the duplicate judgement kept its higher grade

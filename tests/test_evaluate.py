@@ -24,8 +24,10 @@ def _slice_bestbuy(root: Path, last_day: str) -> int:
     shutil.copy(DATA / "bestbuy" / "products_parsed.csv", root / "bestbuy")
     kept = 0
     for name in ("train.csv", "test.csv"):
-        with (DATA / "bestbuy" / name).open(newline="") as src, \
-                (root / "bestbuy" / name).open("w", newline="") as dst:
+        with (
+            (DATA / "bestbuy" / name).open(newline="") as src,
+            (root / "bestbuy" / name).open("w", newline="") as dst,
+        ):
             reader = csv.DictReader(src)
             writer = csv.DictWriter(dst, reader.fieldnames)
             writer.writeheader()
@@ -38,8 +40,10 @@ def _slice_bestbuy(root: Path, last_day: str) -> int:
 
 def _slice_crowdflower(root: Path, queries: int) -> None:
     (root / "crowdflower").mkdir(parents=True)
-    with (DATA / "crowdflower" / "train.csv").open(newline="", encoding="utf-8") as src, \
-            (root / "crowdflower" / "train.csv").open("w", newline="", encoding="utf-8") as dst:
+    with (
+        (DATA / "crowdflower" / "train.csv").open(newline="", encoding="utf-8") as src,
+        (root / "crowdflower" / "train.csv").open("w", newline="", encoding="utf-8") as dst,
+    ):
         reader = csv.DictReader(src)
         writer = csv.DictWriter(dst, reader.fieldnames, quoting=csv.QUOTE_ALL)
         writer.writeheader()
@@ -56,13 +60,33 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     clicks = _slice_bestbuy(data, "2011-08-13")
     _slice_crowdflower(data, queries=24)
     home = tmp_path / "ebr"
-    for name, value in {"EBR_HOME": str(home), "EBR_DIM": "16", "EBR_BATCH_SIZE": "64",
-                        "EBR_SAMPLED_NEGATIVES": "128", "EBR_START_DATE": "2026-01-01"}.items():
+    for name, value in {
+        "EBR_HOME": str(home),
+        "EBR_DIM": "16",
+        "EBR_BATCH_SIZE": "64",
+        "EBR_SAMPLED_NEGATIVES": "128",
+        "EBR_START_DATE": "2026-01-01",
+    }.items():
         monkeypatch.setenv(name, value)
     methods = ["popularity", "memorisation", "bm25", "mgdspr", "mgdspr-query-only"]
-    cli.main(["evaluate", "--data", str(data), "--epochs", "2", "--crowdflower-days", "2",
-              "--crowdflower-sessions", "6", "--synthetic-days", "2", "--synthetic-profile", "tiny",
-              *[a for m in methods for a in ("--method", m)]])
+    cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--epochs",
+            "2",
+            "--crowdflower-days",
+            "2",
+            "--crowdflower-sessions",
+            "6",
+            "--synthetic-days",
+            "2",
+            "--synthetic-profile",
+            "tiny",
+            *[a for m in methods for a in ("--method", m)],
+        ]
+    )
 
     out = home / "reports" / "eval"
     report = json.loads((out / "report.json").read_text())
@@ -70,7 +94,9 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     assert set(results) == {"bestbuy", "crowdflower", "synthetic"}
     bestbuy = results["bestbuy"]
     # The time split: a fifth of the slice's clicks are tested, none of them trained on.
-    assert bestbuy["facts"]["test"] == pytest.approx(0.2 * (clicks - bestbuy["facts"]["dropped_unknown_sku"]), abs=1)
+    assert bestbuy["facts"]["test"] == pytest.approx(
+        0.2 * (clicks - bestbuy["facts"]["dropped_unknown_sku"]), abs=1
+    )
     assert bestbuy["facts"]["train"] + bestbuy["facts"]["test"] <= clicks
     for dataset, result in results.items():
         assert set(result["methods"]) == {*methods, "mgdspr via Milvus"}, dataset
@@ -79,10 +105,15 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
             assert all(0 <= r <= 1 for r in recall.values()), (dataset, name)
             assert recall[10] <= recall[50] <= recall[100], (dataset, name)  # monotone in K
         trained = result["methods"]["mgdspr"]["training"]
-        assert 1 <= trained["epochs"] <= 2 and trained["examples"] == result["facts"]["train"] - trained["validation_examples"]
+        assert (
+            1 <= trained["epochs"] <= 2
+            and trained["examples"] == result["facts"]["train"] - trained["validation_examples"]
+        )
     # Memorisation is exact on a query it saw: on Best Buy it must beat popularity.
-    assert (bestbuy["methods"]["memorisation"]["recall"]["10"][0]
-            > bestbuy["methods"]["popularity"]["recall"]["10"][0])
+    assert (
+        bestbuy["methods"]["memorisation"]["recall"]["10"][0]
+        > bestbuy["methods"]["popularity"]["recall"]["10"][0]
+    )
     # Graded labels give relevance figures; held-out queries are never in training, so
     # memorisation falls back to popularity exactly.
     crowd = results["crowdflower"]["methods"]

@@ -67,13 +67,30 @@ def good_events() -> pd.DataFrame:
             query = f"query {(user + k) % 5}"
             for pos, item in enumerate(shown):
                 rows.append((rid, start, f"u{user}", query, item, "impression", pos))
-            rows.append((rid, start + timedelta(seconds=5), f"u{user}", query, shown[1], "click", 1))
+            rows.append(
+                (rid, start + timedelta(seconds=5), f"u{user}", query, shown[1], "click", 1)
+            )
             if k % 3 == 0:
-                rows.append((rid, start + timedelta(seconds=60), f"u{user}", query, shown[1], "cart", 1))
-                rows.append((rid, start + timedelta(seconds=90), f"u{user}", query, shown[1], "purchase", 1))
-    rows.append(("r-odd", day + timedelta(hours=12), "u9", "odd query", "i_unknown", "impression", 0))
+                rows.append(
+                    (rid, start + timedelta(seconds=60), f"u{user}", query, shown[1], "cart", 1)
+                )
+                rows.append(
+                    (rid, start + timedelta(seconds=90), f"u{user}", query, shown[1], "purchase", 1)
+                )
+    rows.append(
+        ("r-odd", day + timedelta(hours=12), "u9", "odd query", "i_unknown", "impression", 0)
+    )
     frame = pd.DataFrame(
-        rows, columns=["request_id", "event_time", "user_id", "query", "item_id", "event_type", "position"]
+        rows,
+        columns=[
+            "request_id",
+            "event_time",
+            "user_id",
+            "query",
+            "item_id",
+            "event_type",
+            "position",
+        ],
     )
     frame["event_time"] = frame["event_time"].dt.tz_localize("UTC").astype("datetime64[us, UTC]")
     frame["position"] = frame["position"].astype("int32")
@@ -258,7 +275,12 @@ BAD_LANDING = {
     ),
     "event outside the day": (
         _outside_the_day,
-        [EVENTS_FILE, "column event_time", "expect_column_values_to_be_between", "2024-05-11T07:00:00"],
+        [
+            EVENTS_FILE,
+            "column event_time",
+            "expect_column_values_to_be_between",
+            "2024-05-11T07:00:00",
+        ],
     ),
     "negative price": (
         _negative_price,
@@ -278,7 +300,13 @@ BAD_LANDING = {
     ),
     "unknown items": (
         _unknown_items,
-        [EVENTS_FILE, "column item_id", "expect_column_values_to_be_in_set", "'i_not_in_catalogue'", "allowed"],
+        [
+            EVENTS_FILE,
+            "column item_id",
+            "expect_column_values_to_be_in_set",
+            "'i_not_in_catalogue'",
+            "allowed",
+        ],
     ),
     "position as text": (
         _position_as_text,
@@ -290,19 +318,31 @@ BAD_LANDING = {
     ),
     "extra column in events": (
         _extra_column,
-        [EVENTS_FILE, "columns: expect_table_columns_to_match_set failed (unexpected column 'session_id')"],
+        [
+            EVENTS_FILE,
+            "columns: expect_table_columns_to_match_set failed (unexpected column 'session_id')",
+        ],
     ),
     "extra column in items": (
         _extra_item_column,
-        [ITEMS_FILE, "columns: expect_table_columns_to_match_set failed (unexpected column 'colour')"],
+        [
+            ITEMS_FILE,
+            "columns: expect_table_columns_to_match_set failed (unexpected column 'colour')",
+        ],
     ),
     "empty events": (
         _empty("events"),
-        [EVENTS_FILE, "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])"],
+        [
+            EVENTS_FILE,
+            "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])",
+        ],
     ),
     "empty catalogue": (
         _empty("items"),
-        [ITEMS_FILE, "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])"],
+        [
+            ITEMS_FILE,
+            "table: expect_table_row_count_to_be_between failed (observed 0; expected [1, +inf])",
+        ],
     ),
     "null request_id": (
         _set("events", "request_id", None),
@@ -330,7 +370,12 @@ BAD_LANDING = {
     ),
     "event in the future": (
         _in_the_future,
-        [EVENTS_FILE, "column event_time", "expect_column_values_to_be_between", "2099-01-01T00:00:00"],
+        [
+            EVENTS_FILE,
+            "column event_time",
+            "expect_column_values_to_be_between",
+            "2099-01-01T00:00:00",
+        ],
     ),
     "malformed event_time": (
         _malformed_time,
@@ -444,7 +489,9 @@ def test_missing_landing_file_names_the_path(tmp_path) -> None:
     write_landing(settings, None, good_items())
     with pytest.raises(DataQualityError) as raised:
         check_landing(DS, settings)
-    assert isinstance(raised.value, MissingInputError) and isinstance(raised.value, FileNotFoundError)
+    assert isinstance(raised.value, MissingInputError) and isinstance(
+        raised.value, FileNotFoundError
+    )
     assert_names(raised.value, str(settings.landing_day(DS) / "events.parquet"), "does not exist")
 
 
@@ -510,7 +557,9 @@ def test_null_key_in_a_mart_is_named(damaged_warehouse) -> None:
     settings = damaged_warehouse("update mart_eval_examples set user_id = null")
     with pytest.raises(DataQualityError) as raised:
         check_marts(DS, settings)
-    assert_names(raised.value, "mart_eval_examples", "column user_id", "expect_column_values_to_not_be_null")
+    assert_names(
+        raised.value, "mart_eval_examples", "column user_id", "expect_column_values_to_not_be_null"
+    )
 
 
 def test_missing_warehouse_or_mart_names_it(damaged_warehouse, tmp_path) -> None:
@@ -546,10 +595,16 @@ def test_suites_cover_the_contract_rules() -> None:
         ("expect_column_values_to_be_in_set", "item_id"),
         ("expect_column_values_to_be_between", "event_time"),
         ("expect_column_values_to_be_between", "position"),
-        *(("expect_column_values_to_match_regex", c) for c in ("request_id", "user_id", "query", "item_id")),
+        *(
+            ("expect_column_values_to_match_regex", c)
+            for c in ("request_id", "user_id", "query", "item_id")
+        ),
     } <= events
     items = rules(suites.landing_items_suite(DS))
-    assert {("expect_column_values_to_be_unique", "item_id"), ("expect_column_values_to_be_between", "price")} <= items
+    assert {
+        ("expect_column_values_to_be_unique", "item_id"),
+        ("expect_column_values_to_be_between", "price"),
+    } <= items
     for table in suites.MART_TABLES:
         suite = suites.mart_suite(table, DS, 20)
         assert ("expect_table_row_count_to_be_between", None) in rules(suite)
@@ -571,4 +626,6 @@ def test_expectations_imports_neither_training_nor_indexing() -> None:
             else:
                 continue
             for name in names:
-                assert name.split(".")[0] not in {"training", "indexing"}, f"{source.name} imports {name}"
+                assert name.split(".")[0] not in {"training", "indexing"}, (
+                    f"{source.name} imports {name}"
+                )

@@ -4,8 +4,17 @@ from ebr.settings import ModelConfig
 from training.flops import flops_per_example
 
 CFG = ModelConfig(dim=8, heads=2, batch_size=4, sampled_negatives=12, hard_negatives=2)
-LENGTHS = {"words": 3, "char1": 7, "char2": 5, "past": 2, "past_words": 4, "rt": 5, "st": 6,
-           "lt": 9, "title": 10}
+LENGTHS = {
+    "words": 3,
+    "char1": 7,
+    "char2": 5,
+    "past": 2,
+    "past_words": 4,
+    "rt": 5,
+    "st": 6,
+    "lt": 9,
+    "title": 10,
+}
 
 
 def test_matches_hand_count_of_the_full_model():
@@ -29,8 +38,11 @@ def test_matches_hand_count_of_the_full_model():
     forward = (
         encoder(W)  # word encoder
         + attend(1, P)  # q_his
-        + 2 * 2 * 8 * d * d * RT + mha(RT) + attend(m, RT)  # 2-layer LSTM, 8d^2 weights each
-        + mha(ST) + attend(m, ST)
+        + 2 * 2 * 8 * d * d * RT
+        + mha(RT)
+        + attend(m, RT)  # 2-layer LSTM, 8d^2 weights each
+        + mha(ST)
+        + attend(m, ST)
         + 4 * attend(m, 3)  # long-term: 4 attributes x 3 actions
         + first_output(fusion)
         + items * 2 * d * d  # title projection
@@ -42,8 +54,13 @@ def test_matches_hand_count_of_the_full_model():
 
 def test_matches_hand_count_of_the_plain_two_tower():
     cfg = ModelConfig(
-        dim=8, heads=2, batch_size=4, sampled_negatives=12, query_unit="words",
-        personalised=False, loss="hinge",
+        dim=8,
+        heads=2,
+        batch_size=4,
+        sampled_negatives=12,
+        query_unit="words",
+        personalised=False,
+        loss="hinge",
     )
     d = 8
     # [CLS] fusion over 2 tokens, title projection of 1 + 12 / 4 items, logits against 16

@@ -157,8 +157,9 @@ def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
         x = torch.randn(3, fusion_tokens(CFG), CFG.dim)
         assert torch.allclose(_first_output(model.fusion, x), model.fusion(x)[:, 0], atol=1e-5)
         table, ids = model.emb["shop"], b.lt[:, 1]  # [B, actions, L]
-        plain = F.embedding_bag(ids.reshape(-1, ids.shape[-1]), table.weight, mode="mean",
-                                padding_idx=PAD).view(*ids.shape[:-1], -1)
+        plain = F.embedding_bag(
+            ids.reshape(-1, ids.shape[-1]), table.weight, mode="mean", padding_idx=PAD
+        ).view(*ids.shape[:-1], -1)
         assert torch.allclose(_bag_mean(table, ids), plain, atol=1e-7)
 
 

@@ -38,15 +38,21 @@ def _poison_training_hours(day_folder, eval_start_hour: int, seed: int) -> int:
     """Every click, cart and purchase before the held-out hours points at a random catalogue
     item (bot traffic, a broken click tracker): valid ids, so the landing checks pass."""
     events = pq.read_table(day_folder / "events.parquet")
-    items = pq.read_table(day_folder / "items.parquet").column("item_id").to_numpy(zero_copy_only=False)
+    items = (
+        pq.read_table(day_folder / "items.parquet").column("item_id").to_numpy(zero_copy_only=False)
+    )
     hour = pc.hour(events["event_time"])
-    poisoned = pc.and_(pc.is_in(events["event_type"], pa.array(["click", "cart", "purchase"])),
-                       pc.less(hour, eval_start_hour)).to_numpy(zero_copy_only=False)
+    poisoned = pc.and_(
+        pc.is_in(events["event_type"], pa.array(["click", "cart", "purchase"])),
+        pc.less(hour, eval_start_hour),
+    ).to_numpy(zero_copy_only=False)
     ids = events["item_id"].to_numpy(zero_copy_only=False).copy()
     ids[poisoned] = np.random.default_rng(seed).choice(items, int(poisoned.sum()))
     column = events.schema.get_field_index("item_id")
-    pq.write_table(events.set_column(column, "item_id", pa.array(ids, pa.string())),
-                   day_folder / "events.parquet")
+    pq.write_table(
+        events.set_column(column, "item_id", pa.array(ids, pa.string())),
+        day_folder / "events.parquet",
+    )
     return int(poisoned.sum())
 
 

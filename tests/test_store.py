@@ -10,11 +10,19 @@ from indexing.promote import GateRefused, clean, history, promote
 def _build(client, ds, version, dim=8, n=50, seed=0, complete=True):
     name = store.collection_name(ds, version)
     store.create(client, name, dim)
-    rows = {"item_id": [f"i{k}" for k in range(n)], "title": [f"title {k}" for k in range(n)],
-            "leaf_category": ["leaf"] * n, "top_category": ["top"] * n, "brand": ["b"] * n,
-            "shop": ["s"] * n, "price": [1.0] * n}
+    rows = {
+        "item_id": [f"i{k}" for k in range(n)],
+        "title": [f"title {k}" for k in range(n)],
+        "leaf_category": ["leaf"] * n,
+        "top_category": ["top"] * n,
+        "brand": ["b"] * n,
+        "shop": ["s"] * n,
+        "price": [1.0] * n,
+    }
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype("float32")
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # unit vectors: each is its own best IP match
+    vectors /= np.linalg.norm(
+        vectors, axis=1, keepdims=True
+    )  # unit vectors: each is its own best IP match
     store.insert(client, name, rows, vectors)
     if complete:
         store.finish(client, name, version, ds)
@@ -22,8 +30,15 @@ def _build(client, ds, version, dim=8, n=50, seed=0, complete=True):
 
 
 def _report(ds, name, passed=True):
-    return {"ds": ds, "candidate_collection": name, "passed": passed, "reasons": [] if passed else ["bad"],
-            "gate_k": 50, "candidate_recall": {"50": 0.5}, "live_recall": None}
+    return {
+        "ds": ds,
+        "candidate_collection": name,
+        "passed": passed,
+        "reasons": [] if passed else ["bad"],
+        "gate_k": 50,
+        "candidate_recall": {"50": 0.5},
+        "live_recall": None,
+    }
 
 
 def test_alias_moves_atomically_and_records_the_model_version(settings):
@@ -77,7 +92,10 @@ def test_clean_keeps_retention_and_never_drops_live_or_previous(settings):
             store.drop(client, names[1], store.aliased(client))
         assert store.live(client, settings.alias).name == names[1]
     assert (settings.models / "v1").exists() and (settings.models / "v2").exists()
-    assert json.loads((settings.reports / "promotions.jsonl").read_text().splitlines()[0])["run_id"] == "r1"
+    assert (
+        json.loads((settings.reports / "promotions.jsonl").read_text().splitlines()[0])["run_id"]
+        == "r1"
+    )
 
 
 def test_a_new_process_can_search_what_an_earlier_one_built(settings):
@@ -101,4 +119,9 @@ def test_an_older_day_is_kept_but_not_promoted_unless_asked(settings):
     assert promote(_report("2026-01-01", old), settings, run_id="backfill") is None
     with store.connect(settings) as client:
         assert store.live(client, settings.alias).name == new
-    assert promote(_report("2026-01-01", old), settings, run_id="asked", allow_older=True)["collection"] == old
+    assert (
+        promote(_report("2026-01-01", old), settings, run_id="asked", allow_older=True)[
+            "collection"
+        ]
+        == old
+    )

@@ -36,8 +36,19 @@ TITLES = {i: random.Random(i).sample(WORDS, 3) for i in ITEMS}
 NO_HISTORY = {c: [] for c in BEHAVIOUR_COLUMNS}
 # Short behaviour sequences keep one query's encoding at ~10 ms on a shared 2-core machine: what is
 # measured here is the swap, not the encoder.
-CFG = ModelConfig(dim=8, heads=2, rt_len=5, st_len=5, lt_len=5, past_queries=2, batch_size=40,
-                  sampled_negatives=8, hard_negatives=2, epochs=1, validation_share=0.0)
+CFG = ModelConfig(
+    dim=8,
+    heads=2,
+    rt_len=5,
+    st_len=5,
+    lt_len=5,
+    past_queries=2,
+    batch_size=40,
+    sampled_negatives=8,
+    hard_negatives=2,
+    epochs=1,
+    validation_share=0.0,
+)
 TARGET_QPS = 30  # the reader's pace: back to back it manages ~35 here
 MIN_QPS = 20
 DWELL_S = 1.0  # the alias rests at least this long on each collection, so every state is queried
@@ -93,8 +104,16 @@ def _free_port() -> int:
 def lite_server(tmp_path):
     """`milvus-lite server` on a free port over a fresh data dir, until the test ends."""
     port = _free_port()
-    command = [str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir",
-               str(tmp_path / "milvus"), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "milvus-lite"),
+        "server",
+        "--data-dir",
+        str(tmp_path / "milvus"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with (tmp_path / "milvus-lite.log").open("w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -105,7 +124,9 @@ def lite_server(tmp_path):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{(tmp_path / 'milvus-lite.log').read_text()}")
+                    pytest.fail(
+                        f"the server did not start:\n{(tmp_path / 'milvus-lite.log').read_text()}"
+                    )
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -130,8 +151,12 @@ def one_thread():
 def models():
     """Three different models (seeds), cheaply trained (one step): the gate and canary here bless
     any model, these tests are about the swap."""
-    examples = pa.Table.from_pylist([{"user_id": "u", "item_id": i, "query": " ".join(TITLES[i][:2]),
-                                      **NO_HISTORY} for i in ITEMS])
+    examples = pa.Table.from_pylist(
+        [
+            {"user_id": "u", "item_id": i, "query": " ".join(TITLES[i][:2]), **NO_HISTORY}
+            for i in ITEMS
+        ]
+    )
     corpus = pa.table({"item_id": ITEMS, "title": [" ".join(TITLES[i]) for i in ITEMS]})
     return [train(examples, corpus, CFG, seed=seed) for seed in range(3)]
 
@@ -140,23 +165,53 @@ def _prepare(settings, models, milvus_uri: str):
     """Settings on milvus_uri, a warehouse of 11 days (each day's shop field names its day, so a
     hit tells which collection served it), v1..v11 saved (neighbours from different models), and
     a gate and canary that bless any model."""
-    settings = replace(settings, milvus_uri=milvus_uri, recall_ks=(5,), gate_k=5, recall_floor=0.0,
-                       regression_margin=1.0, canary_requests=20, canary_margin=0.05, retention=0,
-                       model=CFG)
-    corpus = pa.table({"item_id": ITEMS, "title": [" ".join(TITLES[i]) for i in ITEMS],
-                       "leaf_category": ["leaf"] * 40, "top_category": ["top"] * 40, "brand": ["b"] * 40,
-                       "price": [1.0] * 40})
-    evals = pa.Table.from_pylist([
-        {"request_id": f"e{k:03d}", "user_id": f"u{k % 20}", "request_time": datetime(2026, 1, 1, 21),
-         "query": " ".join(TITLES[item][:2]), "clicked_items": [item], "purchased_items": [], **NO_HISTORY}
-        for k, item in enumerate(ITEMS)])
+    settings = replace(
+        settings,
+        milvus_uri=milvus_uri,
+        recall_ks=(5,),
+        gate_k=5,
+        recall_floor=0.0,
+        regression_margin=1.0,
+        canary_requests=20,
+        canary_margin=0.05,
+        retention=0,
+        model=CFG,
+    )
+    corpus = pa.table(
+        {
+            "item_id": ITEMS,
+            "title": [" ".join(TITLES[i]) for i in ITEMS],
+            "leaf_category": ["leaf"] * 40,
+            "top_category": ["top"] * 40,
+            "brand": ["b"] * 40,
+            "price": [1.0] * 40,
+        }
+    )
+    evals = pa.Table.from_pylist(
+        [
+            {
+                "request_id": f"e{k:03d}",
+                "user_id": f"u{k % 20}",
+                "request_time": datetime(2026, 1, 1, 21),
+                "query": " ".join(TITLES[item][:2]),
+                "clicked_items": [item],
+                "purchased_items": [],
+                **NO_HISTORY,
+            }
+            for k, item in enumerate(ITEMS)
+        ]
+    )
     con = duckdb.connect(str(settings.warehouse))
     con.register("corpus", corpus)
     con.register("evals", evals)
     days = "(values " + ", ".join(f"(date '{d}')" for d in DAYS) + ") as d(ds)"
-    con.execute(f"create table mart_item_corpus as select d.ds, c.*, 'shop-' || d.ds as shop "
-                f"from corpus c cross join {days}")
-    con.execute(f"create table mart_eval_examples as select d.ds, e.* from evals e cross join {days}")
+    con.execute(
+        f"create table mart_item_corpus as select d.ds, c.*, 'shop-' || d.ds as shop "
+        f"from corpus c cross join {days}"
+    )
+    con.execute(
+        f"create table mart_eval_examples as select d.ds, e.* from evals e cross join {days}"
+    )
     con.close()
     for version, ds in enumerate(DAYS, start=1):
         models[version % 3].save(settings.models, version, ds)
@@ -190,11 +245,20 @@ def _day(settings, day: int) -> str:
 
 def _start_reader(settings, tmp_path) -> tuple[subprocess.Popen, Path, Path, Path]:
     out, stop, log = tmp_path / "queries.jsonl", tmp_path / "stop", tmp_path / "reader.log"
-    env = {**os.environ, "EBR_HOME": str(settings.home), "EBR_MILVUS_URI": settings.milvus_uri,
-           "EBR_ALIAS": settings.alias}
+    env = {
+        **os.environ,
+        "EBR_HOME": str(settings.home),
+        "EBR_MILVUS_URI": settings.milvus_uri,
+        "EBR_ALIAS": settings.alias,
+    }
     with log.open("w") as sink:
-        reader = subprocess.Popen([sys.executable, "-c", READER, str(out), str(stop), str(TARGET_QPS)],
-                                  cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(out), str(stop), str(TARGET_QPS)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().strip()):  # started: torch imported, one query done
         if reader.poll() is not None or time.monotonic() > deadline:
@@ -207,7 +271,9 @@ def _start_reader(settings, tmp_path) -> tuple[subprocess.Popen, Path, Path, Pat
 
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_ten_promotions_and_a_rollback_under_load_fail_no_query(pipeline, tmp_path, record_property):
+def test_ten_promotions_and_a_rollback_under_load_fail_no_query(
+    pipeline, tmp_path, record_property
+):
     settings = pipeline
     served = [_day(settings, 0)]  # the collections the alias rests on, in order
     reader, out, stop, log = _start_reader(settings, tmp_path)
@@ -221,7 +287,9 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(pipeline, tmp_pa
             swaps.append((start, time.time()))
             time.sleep(DWELL_S)
         start = time.time()
-        entry = stages.rollback(settings, run_id="manual__load", user="ops", reason="swap under load")
+        entry = stages.rollback(
+            settings, run_id="manual__load", user="ops", reason="swap under load"
+        )
         stages.clean(settings)  # drops the collection the alias just left, and its model
         swaps.append((start, time.time()))
         served.append(entry["collection"])
@@ -244,18 +312,29 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(pipeline, tmp_pa
     # Three witnesses must agree on each answer: the version recorded on the collection searched,
     # the version of the artifact that encoded the query, and the day (shop) of every hit.
     version_of_day = {f"shop-{ds}": version for version, ds in enumerate(DAYS, start=1)}
-    mismatched = [q for q in answered if not q["encoder_version"] == q["collection_version"]
-                  == int(q["collection"].rsplit("_v", 1)[1])
-                  or {version_of_day[s] for s in q["shops"]} != {q["encoder_version"]}]
+    mismatched = [
+        q
+        for q in answered
+        if not q["encoder_version"]
+        == q["collection_version"]
+        == int(q["collection"].rsplit("_v", 1)[1])
+        or {version_of_day[s] for s in q["shops"]} != {q["encoder_version"]}
+    ]
     seconds = ended - began
     qps = len(window) / seconds
     gaps = [b["start"] - a["end"] for a, b in pairwise(queries)]
-    for name, value in [("queries_served", len(answered)), ("failed_queries", len(failed)),
-                        ("empty_results", len(empty)), ("version_mismatches", len(mismatched)),
-                        ("queries_per_second", round(qps, 1)), ("load_seconds", round(seconds, 1)),
-                        ("swaps", len(swaps)), ("retried_queries", sum(q["encodes"] > 1 for q in answered)),
-                        ("max_query_gap_seconds", round(max(gaps), 3)),
-                        ("max_query_seconds", round(max(q["end"] - q["start"] for q in queries), 3))]:
+    for name, value in [
+        ("queries_served", len(answered)),
+        ("failed_queries", len(failed)),
+        ("empty_results", len(empty)),
+        ("version_mismatches", len(mismatched)),
+        ("queries_per_second", round(qps, 1)),
+        ("load_seconds", round(seconds, 1)),
+        ("swaps", len(swaps)),
+        ("retried_queries", sum(q["encodes"] > 1 for q in answered)),
+        ("max_query_gap_seconds", round(max(gaps), 3)),
+        ("max_query_seconds", round(max(q["end"] - q["start"] for q in queries), 3)),
+    ]:
         record_property(name, value)
 
     assert failed == [] and empty == [] and mismatched == []
@@ -276,7 +355,9 @@ def _shops(served: dict) -> set[str]:
 
 @pytest.mark.reliability
 @pytest.mark.parametrize("gone", ["collection", "model"])
-def test_a_request_whose_collection_is_cleaned_away_midway_resolves_the_alias_again(local, monkeypatch, gone):
+def test_a_request_whose_collection_is_cleaned_away_midway_resolves_the_alias_again(
+    local, monkeypatch, gone
+):
     """The race the load test seldom hits: a request resolves the alias, then a rollback moves it
     and clean() drops the collection just left, and its model, before the request searches that
     collection (or loads that model). The request resolves again and the restored one answers."""
@@ -322,5 +403,7 @@ def test_a_model_folder_holding_another_version_is_refused(local):
     _day(settings, 0)
     meta = settings.models / "v1" / "meta.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": 3}))
-    with pytest.raises(RuntimeError, match="holds model v3, not the v1 that built items_20260101_v1"):
+    with pytest.raises(
+        RuntimeError, match="holds model v3, not the v1 that built items_20260101_v1"
+    ):
         RetrievalClient(settings).search("w1 w2", k=5)

@@ -1,7 +1,7 @@
 import hashlib
 import json
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -11,7 +11,15 @@ from ebr import synthetic
 from ebr.synthetic import PROFILES, generate, generate_day
 
 START = date(2026, 1, 1)
-EVENT_COLUMNS = ["request_id", "event_time", "user_id", "query", "item_id", "event_type", "position"]
+EVENT_COLUMNS = [
+    "request_id",
+    "event_time",
+    "user_id",
+    "query",
+    "item_id",
+    "event_type",
+    "position",
+]
 ITEM_COLUMNS = ["item_id", "title", "leaf_category", "top_category", "brand", "shop", "price"]
 
 
@@ -31,10 +39,15 @@ def test_days_follow_the_landing_contract_and_grow(tmp_path):
         events = pq.read_table(path / "events.parquet")
         items = pq.read_table(path / "items.parquet")
         assert events.column_names == EVENT_COLUMNS and items.column_names == ITEM_COLUMNS
-        lo = datetime(2026, 1, 1 + day, tzinfo=timezone.utc)
+        lo = datetime(2026, 1, 1 + day, tzinfo=UTC)
         assert pc.min(events["event_time"]).as_py() >= lo
         assert (pc.max(events["event_time"]).as_py() - lo).total_seconds() < 86_400
-        assert set(pc.unique(events["event_type"]).to_pylist()) == {"impression", "click", "cart", "purchase"}
+        assert set(pc.unique(events["event_type"]).to_pylist()) == {
+            "impression",
+            "click",
+            "cart",
+            "purchase",
+        }
         assert set(events["item_id"].to_pylist()) <= set(items["item_id"].to_pylist())
         assert pc.min(items["price"]).as_py() > 0
         sizes.append((items.num_rows, pc.count_distinct(events["user_id"]).as_py()))
@@ -48,21 +61,28 @@ def test_days_follow_the_landing_contract_and_grow(tmp_path):
 def test_clicks_favour_items_whose_titles_match_the_query():
     events = generate_day(START, START, PROFILES["tiny"], seed=2)[0].to_pandas()
     items = generate_day(START, START, PROFILES["tiny"], seed=2)[1].to_pandas().set_index("item_id")
-    events["overlap"] = [len(set(q.split()) & set(items.title[i].split())) > 0
-                         for q, i in zip(events["query"], events["item_id"])]
+    events["overlap"] = [
+        len(set(q.split()) & set(items.title[i].split())) > 0
+        for q, i in zip(events["query"], events["item_id"])
+    ]
     by_type = events.groupby("event_type")["overlap"].mean()
     assert by_type["click"] > by_type["impression"]
 
 
 def _digest(table) -> str:
     """Of the values, not the file bytes (which carry the Parquet writer's version)."""
-    return hashlib.sha256(json.dumps(table.to_pydict(), default=str, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(table.to_pydict(), default=str, sort_keys=True).encode()
+    ).hexdigest()[:16]
 
 
-@pytest.mark.parametrize("profile, ds, events, items", [
-    ("tiny", date(2026, 1, 3), "c4b1a46f9b1b85c8", "5fabd22b6fbc161e"),
-    ("small", date(2026, 1, 2), "24bbffe05a26e206", "ec909a65ffbf2b25"),
-])
+@pytest.mark.parametrize(
+    "profile, ds, events, items",
+    [
+        ("tiny", date(2026, 1, 3), "c4b1a46f9b1b85c8", "5fabd22b6fbc161e"),
+        ("small", date(2026, 1, 2), "24bbffe05a26e206", "ec909a65ffbf2b25"),
+    ],
+)
 def test_tiny_and_small_days_stay_what_they_were(profile, ds, events, items):
     """Digests recorded with the request-by-request generator before the chunked one was added:
     seeded days (and every figure measured on them) do not change under a refactoring."""
@@ -71,8 +91,14 @@ def test_tiny_and_small_days_stay_what_they_were(profile, ds, events, items):
 
 
 # The chunked generator of medium and large, at a size a test can afford.
-SCALED = replace(PROFILES["medium"], items=4_000, new_items_per_day=100, users=2_000,
-                 new_users_per_day=100, requests_per_day=3_000)
+SCALED = replace(
+    PROFILES["medium"],
+    items=4_000,
+    new_items_per_day=100,
+    users=2_000,
+    new_users_per_day=100,
+    requests_per_day=3_000,
+)
 
 
 def test_chunked_days_are_deterministic_and_follow_the_contract(tmp_path, monkeypatch):
@@ -87,10 +113,15 @@ def test_chunked_days_are_deterministic_and_follow_the_contract(tmp_path, monkey
     events, items = pq.read_table(day / "events.parquet"), pq.read_table(day / "items.parquet")
     assert events.equals(a[0]) and items.equals(a[1])
     assert events.column_names == EVENT_COLUMNS and items.column_names == ITEM_COLUMNS
-    lo = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    lo = datetime(2026, 1, 2, tzinfo=UTC)
     assert pc.min(events["event_time"]).as_py() >= lo
     assert (pc.max(events["event_time"]).as_py() - lo).total_seconds() < 86_400
-    assert set(pc.unique(events["event_type"]).to_pylist()) == {"impression", "click", "cart", "purchase"}
+    assert set(pc.unique(events["event_type"]).to_pylist()) == {
+        "impression",
+        "click",
+        "cart",
+        "purchase",
+    }
     assert set(events["item_id"].to_pylist()) <= set(items["item_id"].to_pylist())
     assert items.num_rows == SCALED.items + SCALED.new_items_per_day
     impressions = events.filter(pc.equal(events["event_type"], "impression"))
@@ -105,8 +136,10 @@ def test_chunked_clicks_favour_matching_titles_and_profiles_have_their_size():
     events, items = generate_day(START, START, SCALED, seed=2)
     frame = events.to_pandas()
     titles = items.to_pandas().set_index("item_id").title
-    frame["overlap"] = [len(set(q.split()) & set(titles[i].split())) > 0
-                        for q, i in zip(frame["query"], frame["item_id"])]
+    frame["overlap"] = [
+        len(set(q.split()) & set(titles[i].split())) > 0
+        for q, i in zip(frame["query"], frame["item_id"])
+    ]
     by_type = frame.groupby("event_type")["overlap"].mean()
     assert by_type["click"] > by_type["impression"]
     # events per request as in the sequential generator (~11.9): medium ~1M a day, large ~10M

@@ -25,7 +25,12 @@ WORDS = [f"w{k}" for k in range(60)]
 # Fixed epochs (no validation): these tests are about what training learns; early stopping has
 # its own tests below.
 CFG = ModelConfig(
-    dim=32, heads=4, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=8,
+    dim=32,
+    heads=4,
+    batch_size=64,
+    sampled_negatives=32,
+    hard_negatives=4,
+    epochs=8,
     validation_share=0.0,
 )
 
@@ -167,7 +172,10 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
     # 10% of 200 is too few to validate on: every example trains, for every epoch.
     assert v1.metrics["examples"] == 200 and v1.metrics["validation_examples"] == 0
     assert (v1.metrics["epochs"], v1.metrics["best_epoch"], v1.metrics["stopped_early"]) == (
-        2, None, False)
+        2,
+        None,
+        False,
+    )
     v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
     assert (v2.version, v2.parent) == (2, 1)
     assert v2.vocabs.sizes() == v1.vocabs.sizes()  # same catalogue and users: nothing new
@@ -202,7 +210,8 @@ def test_early_stopping_when_validation_stops_improving(day, caplog):
     assert (m["examples"], m["validation_examples"]) == (540, 60)
     held_out = examples.slice(540)
     assert m["validation_recall_per_epoch"][0] == pytest.approx(
-        recall_of(model, held_out, corpus, 3))
+        recall_of(model, held_out, corpus, 3)
+    )
     epochs = [r.message for r in caplog.records if "validation recall@3" in r.message]
     assert len(epochs) == 3 and all("examples/s" in e and "elapsed" in e for e in epochs)
 
@@ -227,10 +236,12 @@ def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
     users = ["stranger"] * n
     items = validation["item_id"].to_pylist()
     items[:25] = ["gone"] * 25  # not in the corpus: always a miss
-    validation = validation.set_column(validation.schema.get_field_index("user_id"), "user_id",
-                                       pa.array(users))
-    validation = validation.set_column(validation.schema.get_field_index("item_id"), "item_id",
-                                       pa.array(items))
+    validation = validation.set_column(
+        validation.schema.get_field_index("user_id"), "user_id", pa.array(users)
+    )
+    validation = validation.set_column(
+        validation.schema.get_field_index("item_id"), "item_id", pa.array(items)
+    )
     # A row with an empty id maps to UNK, as "gone" does: they must not match each other.
     corpus = pa.concat_tables([corpus, pa.table({"item_id": [""], "title": ["w1"]})])
     # K = 41 covers the whole corpus: every item of the corpus is found, "gone" never is.
@@ -243,12 +254,22 @@ def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
 
 
 def test_settings_read_variants_and_early_stopping(monkeypatch):
-    for name, value in {"EBR_QUERY_UNIT": "words", "EBR_PERSONALISED": "False", "EBR_LOSS": "hinge",
-                        "EBR_PATIENCE": "4", "EBR_VALIDATION_SHARE": "0.2"}.items():
+    for name, value in {
+        "EBR_QUERY_UNIT": "words",
+        "EBR_PERSONALISED": "False",
+        "EBR_LOSS": "hinge",
+        "EBR_PATIENCE": "4",
+        "EBR_VALIDATION_SHARE": "0.2",
+    }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
-        "words", False, "hinge", 4, 0.2)
+        "words",
+        False,
+        "hinge",
+        4,
+        0.2,
+    )
     monkeypatch.setenv("EBR_PERSONALISED", "no")
     with pytest.raises(ValueError, match="EBR_PERSONALISED"):
         load_settings()

@@ -36,7 +36,16 @@ REQUEST_COLUMNS = ["ds", "request_id", "user_id", "request_time", "query"]
 TRAINING_COLUMNS = [*REQUEST_COLUMNS, "item_id", "label_event", *LISTS]
 EVAL_COLUMNS = [*REQUEST_COLUMNS, "clicked_items", "purchased_items", *LISTS]
 USER_FEATURE_COLUMNS = ["ds", "user_id", "as_of", *LISTS]
-CORPUS_COLUMNS = ["ds", "item_id", "title", "leaf_category", "top_category", "brand", "shop", "price"]
+CORPUS_COLUMNS = [
+    "ds",
+    "item_id",
+    "title",
+    "leaf_category",
+    "top_category",
+    "brand",
+    "shop",
+    "price",
+]
 DAY_MODELS = [
     "stg_events",
     "stg_items",
@@ -90,10 +99,16 @@ def _catalogue() -> pd.DataFrame:
 def _request(rid, user, query, start, shown, clicks=(), carts=(), buys=()) -> list[tuple]:
     """Events of one request: impressions at `start`, then actions a few seconds later."""
     rows = [(rid, start, user, query, item, "impression", pos) for pos, item in enumerate(shown)]
-    for offset, (items, kind) in ((5, (clicks, "click")), (100, (carts, "cart")), (200, (buys, "purchase"))):
+    for offset, (items, kind) in (
+        (5, (clicks, "click")),
+        (100, (carts, "cart")),
+        (200, (buys, "purchase")),
+    ):
         for k, item in enumerate(items):
             position = shown.index(item) if item in shown else 0
-            rows.append((rid, start + timedelta(seconds=offset + k), user, query, item, kind, position))
+            rows.append(
+                (rid, start + timedelta(seconds=offset + k), user, query, item, kind, position)
+            )
     return rows
 
 
@@ -152,9 +167,20 @@ def _random_day(day: str, rng: random.Random) -> list[tuple]:
 
 def _events_frame(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(
-        rows, columns=["request_id", "event_time", "user_id", "query", "item_id", "event_type", "position"]
+        rows,
+        columns=[
+            "request_id",
+            "event_time",
+            "user_id",
+            "query",
+            "item_id",
+            "event_type",
+            "position",
+        ],
     )
-    frame["event_time"] = pd.to_datetime(frame["event_time"]).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    frame["event_time"] = (
+        pd.to_datetime(frame["event_time"]).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    )
     frame["position"] = frame["position"].astype("int32")
     return frame
 
@@ -185,23 +211,34 @@ def reference_events(landing: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> p
     """All landed events, deduplicated like staging, with the item attributes of their day."""
     frames = []
     for day, (events, items) in landing.items():
-        frame = events.merge(items[["item_id", "shop", "leaf_category", "brand"]], on="item_id", how="left")
-        frame[["shop", "leaf_category", "brand"]] = frame[["shop", "leaf_category", "brand"]].fillna("")
+        frame = events.merge(
+            items[["item_id", "shop", "leaf_category", "brand"]], on="item_id", how="left"
+        )
+        frame[["shop", "leaf_category", "brand"]] = frame[
+            ["shop", "leaf_category", "brand"]
+        ].fillna("")
         frame["ds"] = day
         frames.append(frame)
     events = pd.concat(frames, ignore_index=True)
     events["event_time"] = events["event_time"].dt.tz_localize(None)
     events["query"] = events["query"].str[:QUERY_MAX_CHARS]
-    return events.sort_values("event_time").drop_duplicates(["ds", "request_id", "item_id", "event_type"])
+    return events.sort_values("event_time").drop_duplicates(
+        ["ds", "request_id", "item_id", "event_type"]
+    )
 
 
 def reference_requests(events: pd.DataFrame) -> pd.DataFrame:
     return events.groupby("request_id").agg(
-        ds=("ds", "min"), user_id=("user_id", "min"), query=("query", "min"), request_time=("event_time", "min")
+        ds=("ds", "min"),
+        user_id=("user_id", "min"),
+        query=("query", "min"),
+        request_time=("event_time", "min"),
     )
 
 
-def reference_lists(events: pd.DataFrame, requests: pd.DataFrame, user: str, t: datetime) -> dict[str, list[str]]:
+def reference_lists(
+    events: pd.DataFrame, requests: pd.DataFrame, user: str, t: datetime
+) -> dict[str, list[str]]:
     """The contract's behaviour lists of `user` at time `t`, computed the plain way."""
     mine = events[events.user_id == user]
     history = mine[(mine.event_time < t) & (mine.event_time >= t - timedelta(days=30))]
@@ -217,7 +254,9 @@ def reference_lists(events: pd.DataFrame, requests: pd.DataFrame, user: str, t: 
         for attr, column in ATTRS.items():
             lists[f"lt_{action}_{attr}"] = recent_first.head(100)[column].tolist()[::-1]
     past = requests[
-        (requests.user_id == user) & (requests.request_time < t) & (requests.request_time >= t - timedelta(days=30))
+        (requests.user_id == user)
+        & (requests.request_time < t)
+        & (requests.request_time >= t - timedelta(days=30))
     ]
     latest = past.groupby("query").request_time.max().reset_index()
     latest = latest.sort_values(["request_time", "query"], ascending=False).head(20)
@@ -283,7 +322,9 @@ def test_two_days_accumulate(built: Built) -> None:
     for model, rows in built.after_two_days.items():
         days = [str(ds) for ds, n, _ in rows if n > 0]
         assert days == [DAY1, DAY2], f"{model} holds days {days}"
-    staged = query(built.settings, "select ds, count(*) as n from stg_events group by ds order by ds")
+    staged = query(
+        built.settings, "select ds, count(*) as n from stg_events group by ds order by ds"
+    )
     # one exact duplicate per day is dropped
     assert staged.n.tolist() == [len(built.landing[d][0]) - 1 for d in (DAY1, DAY2)]
     # dbt artefacts stay out of the source tree
@@ -306,7 +347,10 @@ def test_rerun_of_a_day_is_idempotent(built: Built, record_property) -> None:
         "mart_item_corpus": "ds, item_id",
     }
     for model, key in keys.items():
-        dupes = query(built.settings, f"select {key}, count(*) from {model} group by {key} having count(*) > 1")
+        dupes = query(
+            built.settings,
+            f"select {key}, count(*) from {model} group by {key} having count(*) > 1",
+        )
         assert dupes.empty, f"duplicate rows in {model}:\n{dupes}"
 
 
@@ -323,9 +367,13 @@ def test_marts_have_exactly_the_contract_columns(built: Built) -> None:
         assert types["ds"] == "DATE"
         if model != "mart_item_corpus":
             assert types.get("request_time", types.get("as_of")) == "TIMESTAMP"
-            for name in LISTS + (["clicked_items", "purchased_items"] if model == "mart_eval_examples" else []):
+            for name in LISTS + (
+                ["clicked_items", "purchased_items"] if model == "mart_eval_examples" else []
+            ):
                 assert types[name] == "VARCHAR[]", (model, name, types[name])
-                nulls = query(built.settings, f"select count(*) as n from {model} where {name} is null")
+                nulls = query(
+                    built.settings, f"select count(*) as n from {model} where {name} is null"
+                )
                 assert nulls.n[0] == 0, f"{model}.{name} has NULL lists"
 
 
@@ -362,14 +410,18 @@ def test_behaviour_matches_a_reference_implementation(built: Built) -> None:
     events = reference_events(built.landing)
     requests = reference_requests(events)
     expected = {
-        str(rid): reference_lists(events, requests, r.user_id, r.request_time) for rid, r in requests.iterrows()
+        str(rid): reference_lists(events, requests, r.user_id, r.request_time)
+        for rid, r in requests.iterrows()
     }
     rows = query(built.settings, f"select request_id, {', '.join(LISTS)} from int_user_behaviour")
     assert set(rows.request_id) == set(expected)
     checked_st = 0
     for row in rows.itertuples():
         for name in LISTS:
-            assert list(getattr(row, name)) == expected[row.request_id][name], (row.request_id, name)
+            assert list(getattr(row, name)) == expected[row.request_id][name], (
+                row.request_id,
+                name,
+            )
         checked_st += len(row.st_items) > 0
     assert checked_st > 0, "the data should exercise st_items"
     # The marts carry exactly those lists.
@@ -381,16 +433,23 @@ def test_behaviour_matches_a_reference_implementation(built: Built) -> None:
     assert len(marts) > 0
     for row in marts.itertuples():
         for name in LISTS:
-            assert list(getattr(row, name)) == expected[row.request_id][name], (row.request_id, name)
+            assert list(getattr(row, name)) == expected[row.request_id][name], (
+                row.request_id,
+                name,
+            )
     # An item missing from the catalogue keeps its place with '' attributes.
-    gone = query(built.settings, "select lt_click_shop from int_user_behaviour where user_id = 'u2'")
+    gone = query(
+        built.settings, "select lt_click_shop from int_user_behaviour where user_id = 'u2'"
+    )
     assert any("" in list(shops) for shops in gone.lt_click_shop)
 
 
 def test_user_features_are_the_behaviour_at_the_end_of_the_day(built: Built) -> None:
     events = reference_events(built.landing)
     requests = reference_requests(events)
-    rows = query(built.settings, f"select ds, user_id, as_of, {', '.join(LISTS)} from mart_user_features")
+    rows = query(
+        built.settings, f"select ds, user_id, as_of, {', '.join(LISTS)} from mart_user_features"
+    )
     for day in (DAY1, DAY2):
         mine = rows[rows.ds == pd.Timestamp(day)]
         assert sorted(mine.user_id) == sorted(requests[requests.ds == day].user_id.unique())
@@ -428,9 +487,13 @@ def test_labels_are_the_strongest_action(built: Built) -> None:
         f"select request_id, item_id, list(event_type) as kinds from stg_events "
         f"where ds = '{DAY1}' and event_type <> 'impression' group by all",
     )
-    labels = query(built.settings, f"select request_id, item_id, label_event from mart_training_examples where ds = '{DAY1}'")
+    labels = query(
+        built.settings,
+        f"select request_id, item_id, label_event from mart_training_examples where ds = '{DAY1}'",
+    )
     strongest = {
-        (r.request_id, r.item_id): max(r.kinds, key=("click", "cart", "purchase").index) for r in events.itertuples()
+        (r.request_id, r.item_id): max(r.kinds, key=("click", "cart", "purchase").index)
+        for r in events.itertuples()
     }
     assert len(labels) > 0
     for row in labels.itertuples():
@@ -462,7 +525,9 @@ def test_duplicate_events_are_removed_by_staging(built: Built, tmp_path, monkeyp
     dbt_build(DAY1, settings)
 
     def day1(models: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
-        return {model: [row for row in rows if str(row[0]) == DAY1] for model, rows in models.items()}
+        return {
+            model: [row for row in rows if str(row[0]) == DAY1] for model, rows in models.items()
+        }
 
     expected = day1(built.after_two_days)
     assert all(expected.values())

@@ -160,11 +160,16 @@ def debris(models_dir: Path | str, min_age_s: float = DEBRIS_MIN_AGE_S) -> list[
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
-    return sorted(p for p in models_dir.iterdir()
-                  if p.is_dir() and _DEBRIS_DIR.fullmatch(p.name) and _age_s(p) >= min_age_s)
+    return sorted(
+        p
+        for p in models_dir.iterdir()
+        if p.is_dir() and _DEBRIS_DIR.fullmatch(p.name) and _age_s(p) >= min_age_s
+    )
 
 
-def clear_debris(models_dir: Path | str, min_age_s: float = DEBRIS_MIN_AGE_S) -> dict[str, list[str]]:
+def clear_debris(
+    models_dir: Path | str, min_age_s: float = DEBRIS_MIN_AGE_S
+) -> dict[str, list[str]]:
     """Removes debris() and returns {"restored": [...], "removed": [...]} (folder names).
 
     A save killed between its two renames leaves no vN, only the new artifact in `.vN-x` and the

@@ -86,8 +86,14 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
     n = len(requests)
-    log.info("training on %d examples (%d held out), %d items, %d parameters, %s", n,
-             len(held_out.requests) if held_out else 0, len(items), _params(model), device)
+    log.info(
+        "training on %d examples (%d held out), %d items, %d parameters, %s",
+        n,
+        len(held_out.requests) if held_out else 0,
+        len(items),
+        _params(model),
+        device,
+    )
 
     steps = _StepLog(log_every)
     losses, recalls, best, best_state = [], [], None, None  # best: index into recalls
@@ -98,10 +104,16 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
         epoch_seconds = time.perf_counter() - tick
         train_seconds += epoch_seconds
         recall = held_out.recall(model, items, cfg.validation_k, device) if held_out else None
-        log.info("epoch %d/%d loss %.4f validation recall@%d %s %.0f examples/s %.1f s elapsed",
-                 epoch + 1, cfg.epochs, losses[-1], cfg.validation_k,
-                 "-" if recall is None else f"{recall:.4f}", n / epoch_seconds,
-                 time.perf_counter() - start)
+        log.info(
+            "epoch %d/%d loss %.4f validation recall@%d %s %.0f examples/s %.1f s elapsed",
+            epoch + 1,
+            cfg.epochs,
+            losses[-1],
+            cfg.validation_k,
+            "-" if recall is None else f"{recall:.4f}",
+            n / epoch_seconds,
+            time.perf_counter() - start,
+        )
         if recall is None:
             continue
         recalls.append(recall)
@@ -109,8 +121,11 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
             best = epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch - best >= cfg.patience:
-            log.info("early stop: no validation gain for %d epochs, keeping epoch %d",
-                     epoch - best, best + 1)
+            log.info(
+                "early stop: no validation gain for %d epochs, keeping epoch %d",
+                epoch - best,
+                best + 1,
+            )
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -183,8 +198,12 @@ class _StepLog:
         self.losses.append(loss)
         if self.step % self.log_every == 0:
             now = time.perf_counter()
-            log.info("step %d loss %.4f %.0f examples/s", self.step,
-                     sum(self.losses) / len(self.losses), self.seen / (now - self.tick))
+            log.info(
+                "step %d loss %.4f %.0f examples/s",
+                self.step,
+                sum(self.losses) / len(self.losses),
+                self.seen / (now - self.tick),
+            )
             self.tick, self.seen, self.losses = now, 0, []
 
 
@@ -243,9 +262,15 @@ def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table 
         log.info("validation off (validation_share 0): training all %d epochs", cfg.epochs)
         return examples, None
     if n_held < MIN_VALIDATION:
-        log.info("no validation: the newest %g of %d examples is %d, fewer than %d; "
-                 "training all %d epochs", cfg.validation_share, len(examples), n_held,
-                 MIN_VALIDATION, cfg.epochs)
+        log.info(
+            "no validation: the newest %g of %d examples is %d, fewer than %d; "
+            "training all %d epochs",
+            cfg.validation_share,
+            len(examples),
+            n_held,
+            MIN_VALIDATION,
+            cfg.epochs,
+        )
         return examples, None
     cut = len(examples) - n_held
     return examples.slice(0, cut), examples.slice(cut)
