@@ -84,9 +84,7 @@ def training_flops(result: dict) -> dict | None:
     lengths = result["baselines"].get("lengths")
     if not lengths:
         return None
-    cfg = ModelConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in result["model"].items()}
-    )
+    cfg = ModelConfig.from_json(result["model"])
     per_example = flops_per_example(cfg, lengths)
     rate = result["days"][-1]["stages"]["train"]["examples_per_s"]
     return {
@@ -318,7 +316,7 @@ def slope(pts: list[tuple[float, float, str]]) -> float | None:
 
 
 def growth(results: dict) -> dict:
-    table = {}
+    table: dict[str, dict] = {}
     for x in ("events", "corpus"):
         for name, pts in points(results, x).items():
             s = slope(pts)
@@ -547,7 +545,7 @@ def _plots(results: dict, out: Path) -> list[str]:
     names = []
     for x, label in (("events", "events per day"), ("corpus", "items in the corpus")):
         fig, ax = plt.subplots(figsize=(7.5, 5))
-        ax.set_prop_cycle(color=plt.cm.tab10.colors)
+        ax.set_prop_cycle(color=plt.color_sequences["tab10"])
         for name, pts in points(results, x).items():
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             s = slope(pts)

@@ -96,7 +96,7 @@ def run(
         generated = step(
             "steps:generate_day", ds, s.landing, ds, settings.start_date, profile, s.seed
         )
-        figures = {}
+        figures: dict[str, dict] = {}
         for stage in STAGES:
             args = {
                 "train": (ds, s, sample),
@@ -144,7 +144,7 @@ def _facts(s: Settings, ds: str) -> dict:
         count = {
             table: con.execute(
                 f"select count(*) from {table} where ds = cast(? as date)", [ds]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             for table in (
                 "mart_training_examples",
                 "mart_eval_examples",

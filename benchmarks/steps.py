@@ -103,7 +103,9 @@ def train(ds: str, settings: Settings, sample: int | None) -> dict:
             version = stages.train(ds, settings)
     finally:
         training._read_day = read
-    metrics = load_meta(settings.models / f"v{version}")["metrics"]
+    meta = load_meta(settings.models / f"v{version}")
+    assert meta is not None, f"stages.train returned v{version} without saving it"
+    metrics = meta["metrics"]
     return {
         "version": version,
         "probes": timed,

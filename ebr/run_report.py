@@ -29,10 +29,10 @@ def _candidate_meta(settings: Settings, gate: dict | None, ds: str) -> dict | No
         if settings.models.is_dir()
         else []
     )
-    metas = [m for m in metas if m and m["ds"] == ds]
+    days = [m for m in metas if m is not None and m["ds"] == ds]
     if gate:
-        metas = [m for m in metas if m["version"] == gate["candidate_version"]] or metas
-    return max(metas, key=lambda m: m["version"]) if metas else None
+        days = [m for m in days if m["version"] == gate["candidate_version"]] or days
+    return max(days, key=lambda m: m["version"]) if days else None
 
 
 def write(ds: str, settings: Settings, run_id: str) -> Path:
@@ -145,7 +145,8 @@ def _training(meta: dict | None, day: Path) -> list[str]:
 def _gate(gate: dict | None, day: Path) -> list[str]:
     if gate is None:
         return ["## Gate", "", "Not reached.", ""]
-    cand, live = _int_keys(gate["candidate_recall"]), _int_keys(gate["live_recall"])
+    cand = _int_keys(gate["candidate_recall"]) or {}
+    live = _int_keys(gate["live_recall"])
     lines = [
         "## Gate",
         "",

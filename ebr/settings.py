@@ -6,8 +6,9 @@ Airflow params override the per-run ones (see dags/ebr_daily.py); nothing else r
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 def _env(name: str, default: str) -> str:
@@ -59,6 +60,16 @@ class ModelConfig:
     patience: int = 2
     validation_share: float = 0.1
     validation_k: int = 50
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
+        """A config saved as JSON (lists back to tuples). Known keys only: a config saved before
+        a field existed loads with that field's default."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known
+        }
+        return cls(**values)
 
     def __post_init__(self) -> None:
         # A typo in an env var or a harness override must fail loudly, not train another model.

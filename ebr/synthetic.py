@@ -612,7 +612,7 @@ def _terms(items: Items, target, leaf, synonym, named) -> np.ndarray:
         np.array(NOUNS, object)[leaf * NOUNS_PER_LEAF + synonym],
         np.array(MATERIALS, object)[items.material[target]],
     ]
-    return np.where(named, np.stack(words, axis=1), None)
+    return np.where(named, np.stack(words, axis=1), np.array(None, object))
 
 
 def _nth_named(named: np.ndarray, r: np.random.Generator) -> np.ndarray:

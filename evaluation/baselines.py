@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -109,7 +109,7 @@ class BM25:
 
     def __init__(self) -> None:
         self.item_ids: list[str] = []
-        self.index = None
+        self.index: Any = None  # a bm25s.BM25 once fitted (bm25s is imported only when used)
 
     def fit(self, clicks: pa.Table, corpus: pa.Table) -> None:
         import bm25s
@@ -141,7 +141,7 @@ class MiniLM:
     name = "minilm"
 
     def __init__(self) -> None:
-        self.model = None
+        self.model: Any = None  # the sentence-transformers model once fitted
         self.item_ids: list[str] = []
         self.item_vecs = np.zeros((0, 0), np.float32)
 

@@ -205,12 +205,13 @@ def _bestbuy_clicks(path: Path, problems: _Problems) -> list[_Click]:
     clicks = []
     for line, row in _rows(path, BESTBUY_CLICK_COLUMNS, problems):
         ok = _require_text(row, ("user", "sku", "query"), path.name, line, problems)
-        times = {}
+        times: dict[str, datetime] = {}
         for column in ("query_time", "click_time"):
-            times[column] = _timestamp(row[column])
-            if times[column] is None:
+            if (value := _timestamp(row[column])) is None:
                 problems.add(path.name, line, column, f"{row[column]!r} is not a timestamp")
                 ok = False
+            else:
+                times[column] = value
         if ok and times["click_time"] < times["query_time"]:
             # Holds for every row of the real log; a violation means shifted or swapped columns.
             problems.add(
@@ -269,7 +270,7 @@ def _bestbuy_products(path: Path, problems: _Problems) -> pa.Table:
         if ok and sku in rows:
             problems.add(path.name, line, "sku", f"{sku!r} is a duplicate")
             ok = False
-        if ok:
+        if ok and price is not None:
             top, leaf = _categories(row["category_path"])
             rows[sku] = (row["name"], leaf, top, price)
     skus = sorted(rows)
@@ -402,7 +403,7 @@ def _crowdflower_judgements(
                 f"{row['median_relevance']!r} is not an integer in 1..4",
             )
             ok = False
-        if ok:
+        if ok and grade is not None:
             item = crowdflower_item_id(row["product_title"], row["product_description"])
             titles[item] = row["product_title"]
             key = (row["query"], item)

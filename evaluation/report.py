@@ -303,7 +303,7 @@ def _plots(results: dict, out: Path) -> list[str]:
     names = []
     for dataset, result in results.items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # a dozen methods: no colour twice
+        ax.set_prop_cycle(color=plt.color_sequences["tab20"])  # a dozen methods: no colour twice
         for method, m in result["methods"].items():
             ks = sorted(int(k) for k in m["recall"])
             ax.plot(

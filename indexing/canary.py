@@ -116,7 +116,11 @@ def check(ds: str, promoted: dict, settings: Settings) -> dict:
         baseline, recall, problems = _replay(ds, promoted, settings)
     except Exception as e:  # whatever breaks the serving path fails the canary, by definition
         problems = [f"{type(e).__name__}: {e}"]
-    if recall is not None and recall < baseline["recall"] - settings.canary_margin:
+    if (
+        baseline is not None
+        and recall is not None
+        and recall < baseline["recall"] - settings.canary_margin
+    ):
         problems.append(
             f"Recall@{baseline['k']} through the alias {recall:.4f} is below the gate's "
             f"{baseline['recall']:.4f} on the same requests minus {settings.canary_margin}"

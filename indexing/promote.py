@@ -250,10 +250,11 @@ def rollback(
     Raises ValueError for malformed input and RollbackRefused when there is nothing to go to."""
     user, reason = _plain_text("user", user, MAX_USER), _plain_text("reason", reason, MAX_REASON)
     entries = history(settings)
-    if to is not None:
-        name = check_collection_name(to)
-    else:
-        name = entries[-1]["previous_collection"] if entries else None
+    name = (
+        check_collection_name(to)
+        if to is not None
+        else (entries[-1]["previous_collection"] if entries else None)
+    )
     if name is None:
         raise RollbackRefused(
             f"the promotion log names no collection before the live one; alias "
@@ -392,9 +393,7 @@ def clean(settings: Settings) -> list[str]:
             protected.add(entries[-1]["previous_collection"])
         names = store.ours(client)
         # newest first by (day, version) so retention keeps the most recent candidates
-        ranked = sorted(
-            names, key=lambda n: tuple(int(g) for g in store.NAME.match(n).groups()), reverse=True
-        )
+        ranked = sorted(names, key=store.day_and_version, reverse=True)
         keep = set(ranked[: settings.retention]) | protected
         dropped = [n for n in ranked if n not in keep]
         for name in dropped:
@@ -403,7 +402,7 @@ def clean(settings: Settings) -> list[str]:
             store.info(client, n).model_version for n in keep if client.has_collection(n)
         }
     for name in dropped:
-        version = int(store.NAME.match(name).group(2))
+        version = store.day_and_version(name)[1]
         path = settings.models / f"v{version}"
         if version not in kept_versions and path.exists():
             shutil.rmtree(path)

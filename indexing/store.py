@@ -136,6 +136,14 @@ def remove_alias(client: MilvusClient, alias: str) -> None:
     client.drop_alias(alias)
 
 
+def day_and_version(name: str) -> tuple[int, int]:
+    """(yyyymmdd, model version) of a collection name of ours."""
+    match = NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a collection name of ours (items_YYYYMMDD_vN)")
+    return int(match.group(1)), int(match.group(2))
+
+
 def ours(client: MilvusClient) -> list[str]:
     return sorted(n for n in client.list_collections() if NAME.match(n))
 

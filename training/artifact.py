@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +108,15 @@ class Artifact:
 
 def load_artifact(path: Path | str) -> Artifact:
     path = Path(path)
-    raw = json.loads((path / "config.json").read_text())
-    # Known keys only: a config saved before a field existed loads with that field's default.
-    known = {f.name for f in fields(ModelConfig)}
-    config = ModelConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-    )
+    config = ModelConfig.from_json(json.loads((path / "config.json").read_text()))
     vocabs = Vocabs.load(path / "vocab.json")
     model = MGDSPR(config, vocabs.sizes())
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
-    return Artifact(model, vocabs, config, load_meta(path), path)
+    meta = load_meta(path)
+    if meta is None:
+        raise FileNotFoundError(f"{path / 'meta.json'} is missing: not a saved model artifact")
+    return Artifact(model, vocabs, config, meta, path)
 
 
 def load_meta(path: Path | str) -> dict | None:
@@ -181,7 +179,8 @@ def clear_debris(
     restored, removed = [], []
     # old artifacts first: once one is back as vN, the other folders of that save are plain debris
     for path in sorted(found, key=lambda p: not p.name.endswith(_REPLACED)):
-        final = models_dir / f"v{_DEBRIS_DIR.fullmatch(path.name).group(1)}"
+        version = _DEBRIS_DIR.fullmatch(path.name).group(1)  # type: ignore[union-attr]  # debris() matched it
+        final = models_dir / f"v{version}"
         if path.name.endswith(_REPLACED) and not final.exists() and load_meta(path) is not None:
             os.rename(path, final)
             restored.append(final.name)

@@ -90,8 +90,8 @@ class Requests:
     def __len__(self) -> int:
         return len(self.user)
 
-    def batch(self, idx: Sequence[int]) -> RequestBatch:
-        idx = np.asarray(idx, dtype=np.int64)
+    def batch(self, rows: Sequence[int]) -> RequestBatch:
+        idx = np.asarray(rows, dtype=np.int64)
         past = self.past.pad(idx[:, None] * self.past_slots + np.arange(self.past_slots))
         # Trim the grid to the batch's last used slot: the slots after it hold no word and are
         # masked as empty queries anyway.
@@ -117,8 +117,8 @@ class Items:
     def __len__(self) -> int:
         return len(self.item)
 
-    def batch(self, idx: Sequence[int]) -> ItemBatch:
-        idx = np.asarray(idx, dtype=np.int64)
+    def batch(self, rows: Sequence[int]) -> ItemBatch:
+        idx = np.asarray(rows, dtype=np.int64)
         item = torch.from_numpy(self.item[idx].astype(np.int64))
         return ItemBatch(item, torch.from_numpy(self.title.pad(idx)))
 

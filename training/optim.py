@@ -29,7 +29,7 @@ class LazyAdam(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:

@@ -190,7 +190,8 @@ class _StepLog:
     """The periodic step line: mean loss and throughput over the last log_every steps."""
 
     def __init__(self, log_every: int):
-        self.log_every, self.step, self.losses = log_every, 0, []
+        self.log_every, self.step = log_every, 0
+        self.losses: list[float] = []
         self.tick, self.seen = time.perf_counter(), 0
 
     def add(self, loss: float, examples: int) -> None:
