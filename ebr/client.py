@@ -13,10 +13,10 @@ import duckdb
 import pyarrow as pa
 from pymilvus.exceptions import MilvusException
 
+from ebr.query_encoder import QueryEncoder, load_query_encoder
 from ebr.settings import Settings
 from ebr.warehouse import reading
 from indexing import store
-from training.artifact import Artifact, load_artifact
 
 BEHAVIOUR_COLUMNS = ["rt_items", "st_items", "past_queries"] + [
     f"lt_{a}_{x}" for a in ("click", "cart", "purchase") for x in ("item", "shop", "leaf", "brand")
@@ -37,7 +37,7 @@ def check_user_id(user_id: str) -> None:
 
 def user_features(settings: Settings, user_id: str | None) -> dict[str, list]:
     """The user's behaviour as of the end of the newest day in the warehouse (empty for a new user)."""
-    empty = {c: [] for c in BEHAVIOUR_COLUMNS}
+    empty: dict[str, list] = {c: [] for c in BEHAVIOUR_COLUMNS}
     if not user_id:
         return empty
     check_user_id(user_id)
@@ -105,22 +105,23 @@ def _price(name: str, value: float | None) -> float | None:
 class RetrievalClient:
     """Searches the live alias; reloads its encoder whenever the alias has moved.
 
-    Each request resolves the alias once to a concrete collection, encodes with the model version
-    recorded on that collection and searches that collection, not the alias: a promotion or
+    Each request resolves the alias once to a concrete collection, encodes with the exported query
+    encoder (ebr.query_encoder: no model code) of the model version recorded on that collection
+    and searches that collection, not the alias: a promotion or
     rollback meanwhile cannot pair an encoder with another version's vectors."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._model: Artifact | None = None
+        self._model: QueryEncoder | None = None
 
-    def _encoder(self, current: store.CollectionInfo) -> Artifact:
+    def _encoder(self, current: store.CollectionInfo) -> QueryEncoder:
         """The query encoder of the model that built `current`, checked to be that version.
         Returned, not read back from self._model: threads sharing this client each keep the
         model of the collection they resolved."""
         model = self._model
         if model is None or model.version != current.model_version:
             path = self.settings.models / f"v{current.model_version}"
-            model = load_artifact(path)
+            model = load_query_encoder(path)
             if model.version != current.model_version:
                 raise RuntimeError(
                     f"{path} holds model v{model.version}, not the v{current.model_version} "
@@ -198,7 +199,7 @@ class RetrievalClient:
             raise LookupError(
                 f"alias {self.settings.alias} does not exist yet: no model has been promoted"
             )
-        vectors = self._encoder(current).encode_requests(requests)
+        vectors = self._encoder(current).encode(requests)
         return current, store.search(
             client, current.name, vectors, k, output_fields=RESULT_FIELDS, expr=expr
         )

@@ -17,7 +17,15 @@ ENCODE_BATCH = 8192
 
 
 def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
-    """Streams the day's corpus mart through the item tower into items_<day>_v<N>."""
+    """Exports the model's query side (for services) and streams the day's corpus mart through
+    its item tower into items_<day>_v<N>."""
+    from training.export import export_query_encoder
+
+    if artifact.path is None:
+        raise ValueError("build_collection needs a saved artifact: its query side goes beside it")
+    # Before the collection exists: whatever resolves a collection finds its query encoder.
+    export_query_encoder(artifact.model, artifact.path)
+    log.info("ds=%s stage=build exported the query encoder of v%d", ds, artifact.version)
     name = store.collection_name(ds, artifact.version)
     with reading(settings.warehouse) as con:
         total = con.execute("select count(*) from mart_item_corpus where ds = ?", [ds]).fetchall()[

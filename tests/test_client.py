@@ -1,9 +1,14 @@
 """The downstream client: relevance-control filters on a real Milvus Lite collection, caller text
 kept as data, caller-passed features, and a reload when the alias moves."""
 
+import json
+import subprocess
+import sys
+
 import duckdb
 import pyarrow as pa
 import pytest
+from lite_server import release
 
 from ebr.client import BEHAVIOUR_COLUMNS, Filters, RetrievalClient
 from ebr.settings import ModelConfig
@@ -139,3 +144,29 @@ def test_a_locked_warehouse_serves_without_personalisation(served, caplog):
         holder.wait()
     assert len(result["results"]) == 3
     assert "user features unavailable" in caplog.text
+
+
+# A service process that cannot import the model code: what it needs of a model version is the
+# exported query encoder beside the artifact (ebr/query_encoder.py).
+SERVICE = """
+import json, sys
+for name in ("training.model", "training.train", "training.artifact", "training.export",
+             "training.optim", "indexing.build"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+from ebr.client import RetrievalClient
+from ebr.settings import load_settings
+print(json.dumps(RetrievalClient(load_settings()).search("red shoe", k=5)))
+"""
+
+
+def test_a_service_searches_without_the_model_code(served):
+    local = RetrievalClient(served).search("red shoe", k=5)
+    release(served)  # the service process opens the Milvus Lite file
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout.strip().splitlines()[-1])
+    assert remote["model_version"] == local["model_version"] == 1
+    assert [h["item_id"] for h in remote["results"]] == [h["item_id"] for h in local["results"]]
+    assert (served.models / "v1" / "query_encoder.pt2").is_file()

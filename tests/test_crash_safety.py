@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
+from lite_server import release
 from test_store import _build, _report
 
 from ebr import stages
@@ -109,13 +110,6 @@ def model():
     return train(pa.Table.from_pylist(_examples(600, 0)), corpus, CFG, seed=0)
 
 
-def _release(settings) -> None:
-    """Stop this process's Milvus Lite server for the file, so that another process may open it."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(settings.milvus_uri)
-
-
 @pytest.fixture
 def world(settings, model):
     """Day 1 served by v1 (built, promoted, logged); the warehouse holds both days' corpus,
@@ -182,14 +176,14 @@ def world(settings, model):
     model.save(settings.models, 1, DAYS[0])
     assert stages.build_index(DAYS[0], 1, settings) == LIVE
     promote(_report(DAYS[0], LIVE), settings, run_id="daily__1")
-    _release(settings)
+    release(settings)
     yield settings
-    _release(settings)
+    release(settings)
 
 
 def _kill_mid(settings, tmp_path: Path, body: str) -> None:
     """Runs PRELUDE + body in a child process, waits until it calls stall(), SIGKILLs it."""
-    _release(settings)  # the parent holds no Lite server (nor client) while the child runs
+    release(settings)  # the parent holds no Lite server (nor client) while the child runs
     marker, output = tmp_path / "stalled", tmp_path / "child.log"
     env = {
         **os.environ,
@@ -455,7 +449,7 @@ def test_remove_debris_never_drops_an_aliased_collection_even_if_incomplete(sett
         assert (
             store.ours(client) == [live, done] and store.live(client, settings.alias).name == live
         )
-    _release(settings)
+    release(settings)
 
 
 def test_created_at_reads_the_physical_part_of_a_hybrid_timestamp():

@@ -2,14 +2,18 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebr.query_encoder import load_query_encoder
 from ebr.settings import ModelConfig
 from training import features, text
+from training.artifact import Artifact
+from training.export import export_query_encoder
 from training.features import LT_COLUMNS
 from training.model import (
     MGDSPR,
@@ -359,3 +363,33 @@ def test_config_rejects_unknown_variants():
     with pytest.raises(ValueError, match="validation_share"):
         ModelConfig(validation_share=1.0)
     assert ModelConfig(query_unit="words", loss="hinge").loss == "hinge"
+
+
+@pytest.mark.parametrize("name", ["mgdspr", "words-only", "query-only"])
+def test_exported_query_encoder_encodes_as_the_model_does(name, rows, vocabs, tmp_path):
+    """The program services load (training/export.py, ebr/query_encoder.py) against the eager user
+    tower: a full history, none at all, a single request, and lengths the export never saw."""
+    cfg = replace(CFG, **VARIANTS[name])
+    torch.manual_seed(0)
+    model = MGDSPR(cfg, vocabs.sizes()).eval()
+    meta = {"version": 1, "ds": "2026-01-01", "parent": None, "metrics": {}}
+    saved = Artifact(model, vocabs, cfg, meta).save(tmp_path, 1, "2026-01-01")
+    export_query_encoder(saved.model, saved.path)
+    encoder = load_query_encoder(saved.path)
+
+    longer = request_table(
+        [
+            {
+                "user_id": "u1",
+                "query": "red mug tea kettle teapot",
+                "rt_items": ["i1", "i2", "i3"],
+                "st_items": ["i7", "i8", "i9", "i1", "i2"],
+                "past_queries": ["a", "b c d", "tea"],
+            }
+        ]
+    )
+    for table in (rows, rows.slice(0, 1), rows.slice(1, 1), longer):
+        expected = saved.encode_requests(table)
+        assert expected.shape == (len(table), cfg.dim)
+        np.testing.assert_allclose(encoder.encode(table), expected, atol=1e-5)
+    assert encoder.version == 1 and encoder.encode(rows.slice(0, 0)).shape == (0, cfg.dim)

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
+from lite_server import release
 from test_store import _build, _report
 
 from ebr import stages
@@ -23,6 +24,7 @@ from indexing import store
 from indexing.canary import CanaryFailed
 from indexing.promote import RollbackRefused, clean, code_version, history, promote
 from training.artifact import load_artifact
+from training.export import export_query_encoder
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
 from training.train import train
@@ -123,11 +125,7 @@ def ops(settings, models):
     for version, (model, ds) in enumerate(zip([models[0], models[1], models[0]], DAYS), start=1):
         model.save(settings.models, version, ds)
     yield settings
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(
-        settings.milvus_uri
-    )  # one Lite server per test, not dozens
+    release(settings)  # one Lite server per test, not dozens
 
 
 @pytest.fixture(autouse=True)
@@ -288,9 +286,9 @@ def _randomise(settings, version: int) -> None:
     """What a bad copy or a partial redeploy would do: other weights behind the same version."""
     artifact = load_artifact(settings.models / f"v{version}")
     torch.manual_seed(99)
-    torch.save(
-        MGDSPR(artifact.config, artifact.vocabs.sizes()).state_dict(), artifact.path / "model.pt"
-    )
+    other = MGDSPR(artifact.config, artifact.vocabs.sizes())
+    torch.save(other.state_dict(), artifact.path / "model.pt")
+    export_query_encoder(other, artifact.path)  # what services load
 
 
 def _record_other_version(settings, day: int, version: int) -> None:
@@ -345,7 +343,7 @@ def test_a_failed_first_promotion_removes_the_alias(ops):
 def test_a_canary_that_cannot_reach_the_model_fails(ops):
     a = _serve(ops, 1)["collection"]
     _gated(ops, 2)
-    (ops.models / "v2" / "model.pt").unlink()
+    (ops.models / "v2" / "query_encoder.pt2").unlink()
     with pytest.raises(CanaryFailed, match="FileNotFoundError"):
         stages.promote(DAYS[1], ops, run_id="daily__2")
     assert _live(ops) == a

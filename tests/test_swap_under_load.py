@@ -23,9 +23,9 @@ import torch
 
 from ebr import stages
 from ebr.client import BEHAVIOUR_COLUMNS, RetrievalClient
+from ebr.query_encoder import QueryEncoder
 from ebr.settings import ModelConfig
 from indexing import store
-from training.artifact import Artifact
 from training.train import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,15 +62,15 @@ from pathlib import Path
 import torch
 from ebr.client import RetrievalClient
 from ebr.settings import load_settings
-from training.artifact import Artifact
+from ebr.query_encoder import QueryEncoder
 
 torch.set_num_threads(1)  # one query at a time: more threads only contend for the 2 cores
 encoded_by = []
-encode = Artifact.encode_requests
+encode = QueryEncoder.encode
 def spy(self, *args, **kwargs):
     encoded_by.append(self.version)
     return encode(self, *args, **kwargs)
-Artifact.encode_requests = spy
+QueryEncoder.encode = spy
 
 out, stop, period = Path(sys.argv[1]), Path(sys.argv[2]), 1 / float(sys.argv[3])
 client = RetrievalClient(load_settings())
@@ -364,7 +364,7 @@ def test_a_request_whose_collection_is_cleaned_away_midway_resolves_the_alias_ag
     settings = local
     first, second = _day(settings, 0), _day(settings, 1)
     raced, encoded_by = [], []
-    live, search, encode = store.live, store.search, Artifact.encode_requests
+    live, search, encode = store.live, store.search, QueryEncoder.encode
 
     def race():
         if not raced:  # once: rollback and clean call store.live themselves
@@ -389,7 +389,7 @@ def test_a_request_whose_collection_is_cleaned_away_midway_resolves_the_alias_ag
         monkeypatch.setattr(store, "live", live_then_race)
     else:
         monkeypatch.setattr(store, "search", race_then_search)
-    monkeypatch.setattr(Artifact, "encode_requests", spy)
+    monkeypatch.setattr(QueryEncoder, "encode", spy)
 
     served = RetrievalClient(settings).search("w1 w2", k=5)
     assert raced and (served["collection"], served["model_version"]) == (first, 1)

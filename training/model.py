@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ebr import serving_ops
 from ebr.settings import ModelConfig
 
 from .features import ATTRS, ItemBatch, RequestBatch
@@ -84,10 +85,11 @@ class MGDSPR(nn.Module):
         self.title_proj = nn.Linear(d, d)
         # Small init (as nanoGPT): a fresh id row is near zero and cannot drown the title signal.
         with torch.no_grad():
-            for table in [*self.emb.values(), *([self.word_pos] if multi else [])]:
-                nn.init.normal_(table.weight, std=0.02)
-            for table in self.emb.values():
-                table.weight[PAD].zero_()
+            for table in self.modules():
+                if isinstance(table, nn.Embedding):  # the id tables and word positions
+                    nn.init.normal_(table.weight, std=0.02)
+                    if table.padding_idx is not None:
+                        table.weight[table.padding_idx].zero_()
             nn.init.normal_(self.cls, std=0.02)
             nn.init.normal_(self.fusion_pos, std=0.02)
 
@@ -109,7 +111,7 @@ class MGDSPR(nn.Module):
         if self.cfg.personalised:
             past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
             units.append(attend(q_seg[:, None], past, (b.past != PAD).any(-1))[:, 0])  # q_his
-        units.append(sum(units))  # q_mix
+        units.append(torch.stack(units).sum(0))  # q_mix
         return torch.stack(units, dim=1)
 
     def real_time(self, b: RequestBatch, Q: Tensor) -> Tensor:
@@ -118,7 +120,12 @@ class MGDSPR(nn.Module):
 
     def _real_time(self, ids: Tensor, Q: Tensor) -> Tensor:
         mask = ids != PAD
-        h, _ = self.rt_lstm(self.emb["item"](ids))  # right padding cannot leak into valid steps
+        x = self.emb["item"](ids)
+        # Right padding cannot leak into valid steps.
+        if torch.compiler.is_exporting():
+            h = serving_ops.lstm(x, list(self.rt_lstm._flat_weights), self.rt_lstm.num_layers)
+        else:
+            h, _ = self.rt_lstm(x)
         h, _ = self.rt_attn(h, h, h, key_padding_mask=_ignore(mask), need_weights=False)
         return attend(Q, h, mask)
 
@@ -133,11 +140,11 @@ class MGDSPR(nn.Module):
 
     def long_term(self, b: RequestBatch, Q: Tensor) -> Tensor:
         """Per attribute, one mean-pooled vector per action (click/cart/purchase), read by Q."""
-        out = 0
+        out = []
         for k, attr in enumerate(ATTRS):
             ids = b.lt[:, k]  # [B, actions, L]
-            out = out + attend(Q, _bag_mean(self.emb[attr], ids), (ids != PAD).any(-1))
-        return out
+            out.append(attend(Q, _bag_mean(self.emb[attr], ids), (ids != PAD).any(-1)))
+        return torch.stack(out).sum(0)
 
     def user_tower(self, b: RequestBatch) -> Tensor:
         Q = self.query_unit(b)
@@ -277,6 +284,8 @@ def _by_length(branch, ids: Tensor, Q: Tensor) -> Tensor:
     100), so the batch's longest row is nearly always the maximum: padded to it, the LSTM and the
     self-attention would mostly compute padding.
     """
+    if torch.compiler.is_exporting():  # lengths are data: the exported graph runs one group
+        return branch(ids, Q)
     lengths = (ids != PAD).sum(1)
     order = lengths.argsort()
     out = []
@@ -309,13 +318,17 @@ def _mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-def _bag_mean(table: nn.Embedding, ids: Tensor) -> Tensor:
+def _bag_mean(table: nn.Module, ids: Tensor) -> Tensor:
     """Mean embedding of ids [..., L] ignoring padding (zeros when all padding) -> [..., d].
 
     Padding is dropped first (long-term lists: B x 3 x 100 positions, mostly padding) and the
     distinct ids are looked up once: the table's (sparse) gradient then has a row per distinct
     id, not per position. embedding_bag pools without materialising the [..., L, d] lookups.
     """
+    if torch.compiler.is_exporting():  # no data-dependent shapes (unique) in an exported graph
+        return _mean(table(ids).flatten(0, -3), (ids != PAD).flatten(0, -2)).view(
+            *ids.shape[:-1], -1
+        )
     flat = ids.reshape(-1, ids.shape[-1])
     valid = flat != PAD
     counts = valid.sum(1)
