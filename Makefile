@@ -6,7 +6,7 @@ export EBR_HOME ?= $(CURDIR)/.ebr
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 DAYS ?= 3
 
-.PHONY: venv demo test lint eval bench reliability clean
+.PHONY: venv demo docs test lint eval bench reliability clean
 
 $(BIN)/ebr: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,11 @@ venv: $(BIN)/ebr
 
 demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr demo --days $(DAYS)
+
+# dbt docs and Great Expectations Data Docs of what ran: EBR_HOME/docs/{dbt,expectations}/index.html
+docs: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr docs dbt
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ebr docs expectations
 
 # Quality on real logs (../shared/data) and synthetic data against baselines: EBR_HOME/reports/eval/
 eval: venv

@@ -1,4 +1,5 @@
-"""`ebr`: generate logs, run the demo, inspect what serves, search it."""
+"""`ebr`: the command line of the EBR pipeline: synthetic logs, the demo, quality and cost reports,
+what serves and its history, search, rollback, and documentation sites."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ebr.settings import Settings, load_settings
 
@@ -291,10 +293,11 @@ def cmd_evaluate(args, settings: Settings) -> None:
         synthetic_profile=args.synthetic_profile,
     )
     out = settings.reports / "eval"
-    start, header = (
-        time.perf_counter(),
-        {"command": "ebr " + " ".join(args.argv), "code_version": code_version()},
-    )
+    start = time.perf_counter()
+    header: dict[str, Any] = {
+        "command": "ebr " + " ".join(args.argv),
+        "code_version": code_version(),
+    }
 
     def keep(dataset: str, result: dict) -> None:
         # Each dataset's figures are kept as they come; the report is rebuilt from every dataset
@@ -358,22 +361,73 @@ def cmd_bench(args, settings: Settings) -> None:
     _say(f"report: {md} (+ report.json and PNG plots beside it)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="ebr", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> None:
+    from ebr.docs import NothingToDocument, build_dbt_docs, build_expectations_docs
+
+    # GE logs every class it registers at INFO: hundreds of lines that say nothing here.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    build = build_dbt_docs if args.what == "dbt" else build_expectations_docs
+    try:
+        index = build(settings)
+    except (NothingToDocument, RuntimeError) as e:
+        sys.exit(f"ebr docs {args.what}: {e}")
+    if args.what == "dbt":
+        _say("static_index.html beside index.html opens without a web server")
+    print(index)
+
+
+EPILOG = """\
+Settings come from the environment (README, "Settings"): EBR_HOME (all state, default ./.ebr),
+EBR_MILVUS_URI and EBR_MILVUS_TOKEN (Milvus Lite file or server), EBR_ALIAS (what services
+query), the gate (EBR_RECALL_FLOOR, EBR_REGRESSION_MARGIN, EBR_GATE_K) and the model
+(EBR_DIM, EBR_TAU, EBR_EPOCHS, ...). The daily pipeline itself runs in Airflow (dags/ebr_daily.py).
+
+examples:
+  ebr demo --days 3                         # synthetic days through the real DAG
+  ebr status                                # what serves now
+  ebr search "red shoes" --user u12 -k 20   # what a service gets
+  ebr rollback --reason "bad ranking"       # serve the previous collection again
+"""
+PROFILES = ["tiny", "small", "medium", "large"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ebr` command line: every subcommand, option and help text."""
+    parser = argparse.ArgumentParser(
+        prog="ebr",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "generate", help="write synthetic landing days (deterministic from EBR_SEED)"
+        "generate",
+        help="write synthetic landing days (deterministic from EBR_SEED)",
+        description="Writes EBR_HOME/landing/ds=DAY/{events,items}.parquet for each day, in the "
+        "landing contract (docs/contracts.md); a day regenerates identically on its own.",
     )
     p.add_argument("--start", help="first day, YYYY-MM-DD (default EBR_START_DATE)")
-    p.add_argument("--days", type=int, default=3)
-    p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p.add_argument("--days", type=int, default=3, help="how many days (default 3)")
+    p.add_argument(
+        "--profile",
+        default="small",
+        choices=PROFILES,
+        help="marketplace size (default small; medium ~1M events/day, large ~10M)",
+    )
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("demo", help="generate logs and run the real ebr_daily DAG day by day")
-    p.add_argument("--days", type=int, default=3)
-    p.add_argument("--profile", default="small", choices=["tiny", "small", "medium", "large"])
+    p = sub.add_parser(
+        "demo",
+        help="generate logs and run the real ebr_daily DAG day by day",
+        description="Generates synthetic days, migrates Airflow's database, creates the pool "
+        "EBR_AIRFLOW_POOL and runs `airflow dags test ebr_daily` once per day: the same tasks "
+        "the scheduler runs. Ends with what serves.",
+    )
+    p.add_argument("--days", type=int, default=3, help="how many days (default 3)")
+    p.add_argument(
+        "--profile", default="small", choices=PROFILES, help="marketplace size (default small)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -402,14 +456,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--crowdflower-sessions", type=int, default=20, help="generated requests per training query"
     )
-    p.add_argument("--synthetic-days", type=int, default=3)
+    p.add_argument(
+        "--synthetic-days", type=int, default=3, help="synthetic days trained on (default 3)"
+    )
     p.add_argument(
         "--report-only",
         action="store_true",
         help="rebuild the report from the figures kept in reports/eval/<dataset>.json",
     )
     p.add_argument(
-        "--synthetic-profile", default="small", choices=["tiny", "small", "medium", "large"]
+        "--synthetic-profile",
+        default="small",
+        choices=PROFILES,
+        help="synthetic marketplace size (default small)",
     )
     p.set_defaults(func=cmd_evaluate)
 
@@ -428,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--profile",
         action="append",
-        choices=["tiny", "small", "medium", "large"],
+        choices=PROFILES,
         help="repeatable (default: small, medium and large)",
     )
     p.add_argument(
@@ -455,22 +514,33 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser(
         "status", help="the live alias, its collection, model version, day and gate figures"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("search", help="search the live alias with the model that built it")
-    p.add_argument("query")
+    p = sub.add_parser(
+        "search",
+        help="search the live alias with the model that built it",
+        description="What a service gets from ebr.client.RetrievalClient: the alias resolved, "
+        "the query encoded by the exported encoder of the model that built that collection, "
+        "the user's behaviour from the warehouse, optional filters.",
+    )
+    p.add_argument("query", help="the search text")
     p.add_argument("--user", help="user id whose behaviour personalises the query")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--category", help="only items of this leaf or top category")
     p.add_argument("--brand", help="only items of this brand")
-    p.add_argument("--price-min", type=float)
-    p.add_argument("--price-max", type=float)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--price-min", type=float, help="only items at this price or above")
+    p.add_argument("--price-max", type=float, help="only items at this price or below")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("history", help="the promotion log: what served when, and why")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "history",
+        help="the promotion log: what served when, and why",
+        description="Each promotion and rollback: time, collection, model version, data day, "
+        "gate figures, code version, the run or user that did it, and why.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser(
@@ -483,7 +553,42 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.set_defaults(func=cmd_rollback)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser(
+        "docs",
+        help="generate static documentation under EBR_HOME/docs/: dbt docs or GE Data Docs",
+        description="Generates static documentation sites under EBR_HOME/docs/ and prints the "
+        "path of the site's index.html. Both need a day run first (`make demo`, or one day "
+        "through the DAG).",
+    )
+    docs = p.add_subparsers(dest="what", required=True, metavar="{dbt,expectations}")
+    d = docs.add_parser(
+        "dbt",
+        help="`dbt docs generate` of transforms/ against the warehouse, into EBR_HOME/docs/dbt/",
+        description="Runs the real `dbt docs generate --static` of the dbt project in transforms/ "
+        "(same profile, target and environment as the transform stage; models compiled with the "
+        "vars of the newest day in the warehouse) with target path EBR_HOME/docs/dbt/: "
+        "index.html, static_index.html (opens from file:// without a web server), manifest.json "
+        "and catalog.json (every model's columns and types as they are in the warehouse). "
+        "Fails when the warehouse does not exist or holds no transformed day yet.",
+    )
+    d.set_defaults(func=cmd_docs)
+    d = docs.add_parser(
+        "expectations",
+        help="Great Expectations Data Docs of the checked days, into EBR_HOME/docs/expectations/",
+        description="Builds Great Expectations Data Docs in EBR_HOME/docs/expectations/ (rebuilt "
+        "from scratch) from the validation results the landing and mart checks kept under "
+        "EBR_HOME/reports/ds=DAY/ge/: one page per suite (its expectations, as validated) and "
+        "one per validation result, listed by day. Nothing is validated again. Fails when no "
+        "day has been checked yet.",
+    )
+    d.set_defaults(func=cmd_docs)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args, load_settings())
 

@@ -79,7 +79,28 @@ def dbt_build_days(days: list[str], settings: Settings) -> None:
     _run([sys.executable, "-m", "ebr.transform", payload], settings, f"days {days[0]}..{days[-1]}")
 
 
-def _dbt_args(settings: Settings) -> list[str]:
+def dbt_docs_generate(ds: str, settings: Settings, target_path: Path) -> None:
+    """``dbt docs generate --static`` of the project against ``settings.warehouse``.
+
+    Writes ``index.html``, ``static_index.html`` (manifest and catalog built in: opens from
+    ``file://``), ``manifest.json`` and ``catalog.json`` to ``target_path``. Models are compiled
+    with the vars of day ``ds``. dbt runs in a child process, so the warehouse lock is released
+    when it returns; raises ``RuntimeError`` with the tail of dbt's output when dbt fails.
+    """
+    date.fromisoformat(ds)
+    command = [
+        dbt_executable(),
+        "docs",
+        "generate",
+        "--static",
+        *_dbt_args(settings, target_path),
+        "--vars",
+        json.dumps(dbt_vars(ds, settings)),
+    ]
+    _run(command, settings, f"ds={ds}", action="dbt docs generate")
+
+
+def _dbt_args(settings: Settings, target_path: Path | None = None) -> list[str]:
     # dbt's target and log folders go under EBR_HOME so the source tree stays clean.
     dbt_home = settings.home / "dbt"
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -89,13 +110,13 @@ def _dbt_args(settings: Settings) -> list[str]:
         "--profiles-dir",
         str(DBT_PROJECT_DIR),
         "--target-path",
-        str(dbt_home / "target"),
+        str(target_path or dbt_home / "target"),
         "--log-path",
         str(dbt_home / "logs"),
     ]
 
 
-def _run(command: list[str], settings: Settings, what: str) -> None:
+def _run(command: list[str], settings: Settings, what: str, action: str = "dbt build") -> None:
     # The child inherits the environment (PATH, HOME, ...) plus the project's own variables.
     env = {**os.environ, **dbt_env(settings)}
     result = subprocess.run(
@@ -110,7 +131,7 @@ def _run(command: list[str], settings: Settings, what: str) -> None:
     if result.returncode != 0:
         tail = result.stdout[-_OUTPUT_TAIL_CHARS:]
         raise RuntimeError(
-            f"dbt build failed for {what} (exit code {result.returncode}, "
+            f"{action} failed for {what} (exit code {result.returncode}, "
             f"warehouse {settings.warehouse}):\n{tail}"
         )
 

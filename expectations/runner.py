@@ -2,8 +2,9 @@
 
 Data is read with DuckDB (landing Parquet files; warehouse marts through a read-only connection
 that is closed right after) into pandas DataFrames, and validated in an ephemeral GE context.
-Each check writes its summary as JSON to ``settings.report_day(ds)`` and raises
-:class:`DataQualityError` when an expectation fails.
+Each check writes its summary as JSON to ``settings.report_day(ds)``, keeps GE's own validation
+result of each table beside it (``ge/<suite>.json``, read back by ``ebr docs expectations`` to
+build Data Docs), and raises :class:`DataQualityError` when an expectation fails.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import great_expectations as gx
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from great_expectations.core.expectation_validation_result import (
+    ExpectationSuiteValidationResult,
+)
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -31,6 +35,9 @@ from expectations import suites
 
 LANDING_REPORT = "dq_landing.json"
 MARTS_REPORT = "dq_marts.json"
+# GE's ExpectationSuiteValidationResult JSON of each table, one file per suite under the day's
+# report folder, e.g. reports/ds=DAY/ge/landing_events.json: a rerun of a check replaces it.
+GE_RESULTS = "ge"
 
 _EXAMPLES = 3  # unexpected values quoted in a failure message
 
@@ -64,6 +71,8 @@ class TableReport:
     evaluated: int = 0
     successful: int = 0
     failures: list[str] = field(default_factory=list)
+    # GE's own result, kept for Data Docs (``ge/<suite>.json``); not part of the summary.
+    result: ExpectationSuiteValidationResult | None = field(default=None, repr=False)
 
     @property
     def success(self) -> bool:
@@ -246,7 +255,7 @@ def _validate(context, frame: pd.DataFrame, suite: gx.ExpectationSuite, target: 
         suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20}
     )
 
-    report = TableReport(target=target, rows=len(frame))
+    report = TableReport(target=target, rows=len(frame), result=result)
     report.evaluated = int(result.statistics["evaluated_expectations"])
     report.successful = int(result.statistics["successful_expectations"])
     failed = [r for r in result.results if not r.success]
@@ -413,6 +422,45 @@ def _finish(stage: str, ds: str, reports: dict[str, TableReport], path: Path) ->
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    for report in reports.values():
+        if report.result is not None:
+            _keep_result(report, ds, summary["checked_at"], path.parent / GE_RESULTS)
     if failures:
         raise DataQualityError("; ".join(failures), failures=failures, summary=summary)
     return summary
+
+
+def _keep_result(report: TableReport, ds: str, checked_at: str, folder: Path) -> None:
+    """Write GE's validation result of one table to ``folder/<suite without the day>.json``.
+
+    The run is named after the day (``ds=DAY``) and timed by the check, which is how Data Docs
+    lists it; ``target`` says what was read.
+    """
+    result = report.result
+    assert result is not None
+    result.meta = {
+        **(result.meta or {}),
+        "run_id": {"run_name": f"ds={ds}", "run_time": checked_at},
+        "validation_time": checked_at,
+        "ds": ds,
+        "target": report.target,
+        "rows": report.rows,
+    }
+    kept = result.to_json_dict()
+    for expectation in kept["results"]:
+        _shorten_value_set(expectation["expectation_config"]["kwargs"])
+    folder.mkdir(parents=True, exist_ok=True)
+    name = result.suite_name.removesuffix(f".{ds}")
+    (folder / f"{name}.json").write_text(json.dumps(kept, default=str) + "\n")
+
+
+# The events' item ids are checked against the whole catalogue (a million ids at the large bench
+# profile): the kept result names the first ones and how many there were, not megabytes of ids.
+KEPT_VALUES = 20
+
+
+def _shorten_value_set(kwargs: dict) -> None:
+    values = kwargs.get("value_set")
+    if isinstance(values, list) and len(values) > KEPT_VALUES:
+        more = len(values) - KEPT_VALUES
+        kwargs["value_set"] = [*values[:KEPT_VALUES], f"... and {more} more"]
