@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.report import save_figure
+
 PROFILE_ORDER = ("tiny", "small", "medium", "large")
 GIB = 1024  # MB
 # Super-linear growth is reported with the reason for it; a slope above this with no reason
@@ -569,7 +571,7 @@ def _plots(results: dict, out: Path) -> list[str]:
         )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-        names.append(_save(fig, out / f"cost_vs_{x}.png"))
+        names.append(save_figure(fig, out / f"cost_vs_{x}.png"))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for p in ordered(results):
@@ -582,14 +584,5 @@ def _plots(results: dict, out: Path) -> list[str]:
     ax.set(yscale="log", xlabel="day", ylabel="day end to end (s)", title="cost of each day")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    names.append(_save(fig, out / "day_cost.png"))
+    names.append(save_figure(fig, out / "day_cost.png"))
     return names
-
-
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name

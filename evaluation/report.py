@@ -316,7 +316,7 @@ def _plots(results: dict, out: Path) -> list[str]:
         ax.set(xscale="log", xlabel="K", ylabel="Recall@K", title=f"{dataset}: Recall@K")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        names.append(_save(fig, out / f"recall_{dataset}.png"))
+        names.append(save_figure(fig, out / f"recall_{dataset}.png"))
 
         trained = {n: m["training"] for n, m in result["methods"].items() if m.get("training")}
         if trained:
@@ -327,11 +327,12 @@ def _plots(results: dict, out: Path) -> list[str]:
             ax.set(xlabel="epoch", ylabel="validation recall", title=f"{dataset}: convergence")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-            names.append(_save(fig, out / f"convergence_{dataset}.png"))
+            names.append(save_figure(fig, out / f"convergence_{dataset}.png"))
     return names
 
 
-def _save(fig, path: Path) -> str:
+def save_figure(fig, path: Path) -> str:
+    """Writes a matplotlib figure (reports here and in benchmarks/) and returns the file name."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
