@@ -150,7 +150,7 @@ def test_warm_start_grows_vocab_and_keeps_ids(trained, caplog):
     assert warm.parent == trained.version
 
 
-def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
+def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch, caplog):
     examples, corpus = make_day(seed=2, n_items=20, n_examples=200)
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     con.register("examples", examples)
@@ -176,8 +176,13 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch):
         None,
         False,
     )
-    v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
     assert (v2.version, v2.parent) == (2, 1)
+    # Every line names the day and the stage; the day's context ends with train_day.
+    lines = [r.getMessage() for r in caplog.records]
+    assert "ds=2024-03-02 stage=train v2 from v1" in lines and len(lines) > 2
+    assert all(line.startswith("ds=2024-03-02 stage=train ") for line in lines)
     assert v2.vocabs.sizes() == v1.vocabs.sizes()  # same catalogue and users: nothing new
     assert latest_version(settings.models) == 2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from .model import MGDSPR, grow_from, retrieval_loss
 from .optim import optimisers
 from .vocab import UNK, Vocabs
 
-log = logging.getLogger(__name__)
+# Every line names the stage, and the day when train_day runs it (logs are read per day and stage).
+_CONTEXT: ContextVar[str] = ContextVar("training_log_context", default="stage=train")
+
+
+class _InContext(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"{_CONTEXT.get()} {msg}", kwargs
+
+
+log = _InContext(logging.getLogger(__name__))
 
 # Fewer held-out examples than this make Recall@K too noisy to stop on (one example moves it by 2%
 # or more): the day then trains all its epochs without validation.
@@ -287,11 +297,15 @@ def _arrow(table) -> pa.Table:
 
 def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> Artifact:
     """Train on day ds (warm from the artifact folder base, if any) and save models/v{version}."""
-    examples, corpus = _read_day(settings.warehouse, ds)
-    parent = load_artifact(base) if base is not None else None
-    log.info("ds=%s: v%d from %s", ds, version, f"v{parent.version}" if parent else "scratch")
-    artifact = train(examples, corpus, settings.model, parent, settings.seed)
-    return artifact.save(settings.models, version, ds)
+    context = _CONTEXT.set(f"ds={ds} stage=train")
+    try:
+        examples, corpus = _read_day(settings.warehouse, ds)
+        parent = load_artifact(base) if base is not None else None
+        log.info("v%d from %s", version, f"v{parent.version}" if parent else "scratch")
+        artifact = train(examples, corpus, settings.model, parent, settings.seed)
+        return artifact.save(settings.models, version, ds)
+    finally:
+        _CONTEXT.reset(context)
 
 
 def _read_day(warehouse: Path, ds: str):
