@@ -44,7 +44,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv lint
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not long"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not long" --durations=25
 
 clean:
 	rm -rf .ebr .airflow
