@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,18 @@ def settings(tmp_path, monkeypatch) -> Settings:
     s = load_settings()
     s.home.mkdir(parents=True)
     return s
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """ebr.cli.main (run in-process by some tests) points the root logger at the stream pytest
+    captures and lowers its level to INFO: later tests would log into that closed stream and
+    capture other loggers' INFO records. Every test leaves the root logger as it found it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 input validation, on real Milvus Lite collections built by real (tiny, quickly trained) models."""
 
 import json
-import logging
 import random
 import subprocess
 from dataclasses import replace
@@ -126,15 +125,6 @@ def ops(settings, models):
         model.save(settings.models, version, ds)
     yield settings
     release(settings)  # one Lite server per test, not dozens
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """ebr.cli.main points logging at the stream pytest captures; later records (Milvus Lite's
-    shutdown at exit) must not go to that closed stream."""
-    handlers = logging.getLogger().handlers[:]
-    yield
-    logging.getLogger().handlers[:] = handlers
 
 
 def _gated(settings, day: int) -> str:

@@ -176,6 +176,7 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch, ca
         None,
         False,
     )
+    caplog.clear()  # v1's lines are captured too where the root logger passes INFO
     with caplog.at_level(logging.INFO, logger="training.train"):
         v2 = train_day("2024-03-02", settings, base=settings.models / "v1", version=2)
     assert (v2.version, v2.parent) == (2, 1)
