@@ -66,6 +66,8 @@ _AREAS = {
     "test_client": "injection into filters",
 }
 _reliability: dict[str, dict[str, int]] = {}
+# Rates are figures of the machine, not pass/fail: printed under the table, never summed.
+_paces: list[str] = []
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -81,9 +83,15 @@ def pytest_runtest_makereport(item, call):
         )
         area["cases"] += 1
         area["passed"] += int(report.passed)
-        for name, value in item.user_properties:
+        props = dict(item.user_properties)
+        for name, value in props.items():
             if name in _FIGURES:
                 area[name] += int(value)
+        if "queries_per_second" in props:
+            _paces.append(
+                f"{item.name}: the reader ran {props['queries_per_second']} queries/s "
+                f"over {props.get('load_seconds', '?')} s"
+            )
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -101,3 +109,5 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line("|" + "---|" * len(header))
     for row in rows:
         terminalreporter.write_line("| " + " | ".join(row) + " |")
+    for line in _paces:
+        terminalreporter.write_line(line)

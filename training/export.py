@@ -78,7 +78,8 @@ def export_query_encoder(model: MGDSPR, folder: Path) -> Path:
         dynamic_shapes=shapes,
     )
     path = Path(folder) / FILE
-    tmp = path.with_name(f".{FILE}.tmp-{os.getpid()}")
+    # Still ending in .pt2: torch.export.save warns about any other name.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         torch.export.save(program, tmp)
         tmp.chmod(0o644)
