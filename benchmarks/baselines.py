@@ -65,9 +65,7 @@ def ann_vs_exact(settings: Settings, queries: int, k: int = 100) -> dict:
         store.search(client, current.name, vectors[:1], k)  # loads the collection, warms up
         ids, corpus = _stored_vectors(client, current.name)
         tick = time.perf_counter()
-        ann = [
-            [h["item_id"] for h in row] for row in store.search(client, current.name, vectors, k)
-        ]
+        ann = store.search_ids(client, current.name, vectors, k)
         ann_s = time.perf_counter() - tick
     tick = time.perf_counter()
     top = []

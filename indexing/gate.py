@@ -48,8 +48,7 @@ def retrieve(
     client, collection: str, artifact: Artifact, requests: pa.Table, k: int
 ) -> list[list[str]]:
     """The top-k item ids per request: artifact's user tower, then an ANN search of collection."""
-    hits = store.search(client, collection, artifact.encode_requests(requests), k)
-    return [[h["item_id"] for h in row] for row in hits]
+    return store.search_ids(client, collection, artifact.encode_requests(requests), k)
 
 
 def evaluate(

@@ -53,6 +53,13 @@ def test_alias_moves_atomically_and_records_the_model_version(settings):
         # the alias serves searches; an item's own vector finds it first
         hits = store.search(client, settings.alias, va[:3], k=1)
         assert [h[0]["item_id"] for h in hits] == ["i0", "i1", "i2"]
+        # The gate's id-only search ranks exactly as the full one, over several search calls.
+        many = np.repeat(va, 11, axis=0)  # 550 vectors: two calls of store.SEARCH_BATCH
+        full = store.search(client, settings.alias, many, k=5)
+        assert store.search_ids(client, settings.alias, many, k=5) == [
+            [h["item_id"] for h in row] for row in full
+        ]
+        assert len(full) == 550 and all(len(row) == 5 for row in full)
     promote(_report("2026-01-02", b), settings, run_id="r2")
     with store.connect(settings) as client:
         assert store.live(client, settings.alias).name == b
