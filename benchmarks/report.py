@@ -557,7 +557,7 @@ def _plots(results: dict, out: Path) -> list[str]:
                 grid = np.geomspace(min(xs), max(xs), 20)
                 ax.plot(
                     grid,
-                    np.exp(np.polyval(fit, grid)),
+                    np.exp(np.polyval(fit, np.log(grid))),  # the fit is log-log
                     "-",
                     color=ax.lines[-1].get_color(),
                     alpha=0.5,
