@@ -342,8 +342,12 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(
     assert failed == [] and empty == [] and mismatched == []
     # Every swap had queries in flight around it, and the reader saw each collection the alias
     # rested on, in order: no state was skipped, none came back out of turn.
-    for start, end in swaps:
-        assert any(q["start"] < end and q["end"] > start for q in window)
+    for k, (start, end) in enumerate(swaps):
+        around = [round(q[t] - start, 3) for q in window for t in ("start", "end")]
+        assert any(q["start"] < end and q["end"] > start for q in window), (
+            f"no query in flight across swap {k + 1} ({end - start:.3f} s); the nearest query "
+            f"edges, s from its start: {sorted(around, key=abs)[:4]}"
+        )
     seen = [q["collection"] for q in answered]
     assert [c for k, c in enumerate(seen) if k == 0 or c != seen[k - 1]] == served
     with store.connect(settings) as client:
