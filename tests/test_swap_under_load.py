@@ -51,7 +51,7 @@ CFG = ModelConfig(
 )
 # The reader's pace: back to back it manages ~35 here on an idle machine. What it reached is a
 # figure of the machine (recorded, and printed under `make reliability`'s table), not a verdict:
-# 18-30 queries/s were seen here, depending on what else ran on the 2 cores.
+# 17-30 queries/s were seen here, depending on what else ran on the 2 cores.
 TARGET_QPS = 30
 DWELL_S = 1.0  # the alias rests at least this long on each collection, so every state is queried
 
