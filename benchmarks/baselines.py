@@ -62,7 +62,7 @@ def ann_vs_exact(settings: Settings, queries: int, k: int = 100) -> dict:
     requests = read_eval(current.ds, settings).slice(0, queries)
     vectors = artifact.encode_requests(requests)
     with store.connect(settings) as client:
-        store.search(client, current.name, vectors[:1], k)  # loads the collection, warms up
+        store.search_ids(client, current.name, vectors[:1], k)  # loads, warms the measured path
         ids, corpus = _stored_vectors(client, current.name)
         tick = time.perf_counter()
         ann = store.search_ids(client, current.name, vectors, k)
