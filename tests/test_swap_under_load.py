@@ -67,14 +67,21 @@ from ebr.settings import load_settings
 from ebr.query_encoder import QueryEncoder
 
 torch.set_num_threads(1)  # one query at a time: more threads only contend for the 2 cores
+out, stop, period = Path(sys.argv[1]), Path(sys.argv[2]), 1 / float(sys.argv[3])
+hold, held = Path(sys.argv[4]), Path(sys.argv[5])
 encoded_by = []
 encode = QueryEncoder.encode
 def spy(self, *args, **kwargs):
+    # While `hold` exists, a query that has resolved the alias and loaded its model waits here,
+    # before it searches: the test moves the alias under it at a moment it chooses.
+    if hold.exists() and not encoded_by:
+        held.touch()
+        while hold.exists():
+            time.sleep(0.005)
     encoded_by.append(self.version)
     return encode(self, *args, **kwargs)
 QueryEncoder.encode = spy
 
-out, stop, period = Path(sys.argv[1]), Path(sys.argv[2]), 1 / float(sys.argv[3])
 client = RetrievalClient(load_settings())
 n, due = 0, time.monotonic()
 with out.open("w") as f:
@@ -245,6 +252,12 @@ def _day(settings, day: int) -> str:
     return entry["collection"]
 
 
+def _hold(tmp_path) -> tuple[Path, Path]:
+    """The reader's handshake files: the test creates the first, the reader answers with the
+    second once a query waits on it (see READER)."""
+    return tmp_path / "hold", tmp_path / "held"
+
+
 def _start_reader(settings, tmp_path) -> tuple[subprocess.Popen, Path, Path, Path]:
     out, stop, log = tmp_path / "queries.jsonl", tmp_path / "stop", tmp_path / "reader.log"
     env = {
@@ -255,7 +268,7 @@ def _start_reader(settings, tmp_path) -> tuple[subprocess.Popen, Path, Path, Pat
     }
     with log.open("w") as sink:
         reader = subprocess.Popen(
-            [sys.executable, "-c", READER, str(out), str(stop), str(TARGET_QPS)],
+            [sys.executable, "-c", READER, *map(str, (out, stop, TARGET_QPS, *_hold(tmp_path)))],
             cwd=REPO,
             env=env,
             stdout=sink,
@@ -288,12 +301,22 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(
             served.append(_day(settings, day))
             swaps.append((start, time.time()))
             time.sleep(DWELL_S)
+        # The rollback and clean take ~20 ms, less than the reader's pause between queries, so
+        # one query is held where the race is (alias resolved, model loaded, not yet searched)
+        # while the alias moves back and clean drops the collection and model it resolved.
+        hold, held = _hold(tmp_path)
+        hold.touch()
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert reader.poll() is None and time.monotonic() < deadline, "no query was held"
+            time.sleep(0.005)
         start = time.time()
         entry = stages.rollback(
             settings, run_id="manual__load", user="ops", reason="swap under load"
         )
         stages.clean(settings)  # drops the collection the alias just left, and its model
         swaps.append((start, time.time()))
+        hold.unlink()
         served.append(entry["collection"])
         time.sleep(DWELL_S)
         ended = time.time()
@@ -307,7 +330,7 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(
     assert reader.returncode == 0, log.read_text()[-4000:]
 
     queries = [json.loads(line) for line in out.read_text().splitlines()]
-    window = [q for q in queries if q["start"] >= began and q["end"] <= ended]
+    window = [q for q in queries if began <= q["start"] <= ended]
     failed = [q for q in queries if not q["ok"]]
     answered = [q for q in queries if q["ok"]]
     empty = [q for q in answered if q["results"] == 0]
@@ -341,7 +364,11 @@ def test_ten_promotions_and_a_rollback_under_load_fail_no_query(
 
     assert failed == [] and empty == [] and mismatched == []
     # Every swap had queries in flight around it, and the reader saw each collection the alias
-    # rested on, in order: no state was skipped, none came back out of turn.
+    # rested on, in order: no state was skipped, none came back out of turn. The query held across
+    # the rollback found its collection gone, resolved the alias again and was served by day 10.
+    (start, end) = swaps[-1]
+    [across] = [q for q in answered if q["start"] < start and q["end"] > end]
+    assert (across["encodes"], across["collection"]) == (2, served[-1]), across
     for k, (start, end) in enumerate(swaps):
         around = [round(q[t] - start, 3) for q in window for t in ("start", "end")]
         assert any(q["start"] < end and q["end"] > start for q in window), (
@@ -363,9 +390,10 @@ def _shops(served: dict) -> set[str]:
 def test_a_request_whose_collection_is_cleaned_away_midway_resolves_the_alias_again(
     local, monkeypatch, gone
 ):
-    """The race the load test seldom hits: a request resolves the alias, then a rollback moves it
-    and clean() drops the collection just left, and its model, before the request searches that
-    collection (or loads that model). The request resolves again and the restored one answers."""
+    """The race the load test holds one query in (collection gone), here for both things clean()
+    takes away: a request resolves the alias, then a rollback moves it and clean() drops the
+    collection just left, and its model, before the request searches that collection (or loads
+    that model). The request resolves again and the restored one answers."""
     settings = local
     first, second = _day(settings, 0), _day(settings, 1)
     raced, encoded_by = [], []
