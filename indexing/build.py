@@ -40,10 +40,11 @@ def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
         ).fetch_record_batch(ENCODE_BATCH)
         with store.connect(settings) as client:
             store.create(client, name, artifact.dim)
+            bound = artifact.model.item_norm_bound()
             done = 0
             for batch in reader:
                 vectors = artifact.encode_items(batch)
-                store.insert(client, name, batch.to_pydict(), vectors)
+                store.insert(client, name, batch.to_pydict(), vectors, bound)
                 done += batch.num_rows
                 log.info("ds=%s stage=build encoded %d/%d items into %s", ds, done, total, name)
             store.finish(client, name, artifact.version, ds)

@@ -23,7 +23,7 @@ def _build(client, ds, version, dim=8, n=50, seed=0, complete=True):
     vectors /= np.linalg.norm(
         vectors, axis=1, keepdims=True
     )  # unit vectors: each is its own best IP match
-    store.insert(client, name, rows, vectors)
+    store.insert(client, name, rows, vectors, norm_bound=1.0)
     if complete:
         store.finish(client, name, version, ds)
     return name, vectors
@@ -131,4 +131,40 @@ def test_an_older_day_is_kept_but_not_promoted_unless_asked(settings):
             "collection"
         ]
         == old
+    )
+
+
+def test_items_are_stored_one_wider_on_a_sphere_and_scores_stay_inner_products(settings):
+    """Vectors of unequal norms: stored as [x, sqrt(B^2 - |x|^2)], searched as [q, 0], the hits
+    are the exact inner-product top-k with q . x as their scores (60 items: ef 64 sees them all)."""
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(60, 8)).astype("float32") * rng.uniform(0.1, 3, size=(60, 1))
+    queries = rng.normal(size=(20, 8)).astype("float32")
+    bound = float(np.linalg.norm(items, axis=1).max()) * 1.5
+    stored = store.item_side(items, bound)
+    assert stored.shape == (60, 9)
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), bound, rtol=1e-5)
+    np.testing.assert_allclose(stored @ store.query_side(queries).T, items @ queries.T, atol=1e-4)
+    with pytest.raises(ValueError, match=r"over the collection's norm bound 1\.0000"):
+        store.item_side(items, 1.0)
+
+    name = store.collection_name("2026-01-01", 1)
+    rows = {
+        "item_id": [f"i{k}" for k in range(60)],
+        "price": [1.0] * 60,
+        **{f: ["x"] * 60 for f in store.SCALAR_FIELDS},
+    }
+    with store.connect(settings) as client:
+        store.create(client, name, 8)
+        store.insert(client, name, rows, items, bound)
+        store.finish(client, name, 1, "2026-01-01")
+        hits = store.search(client, name, queries, k=5)
+    exact = np.argsort(-(queries @ items.T), axis=1)[:, :5]
+    assert [[h["item_id"] for h in row] for row in hits] == [
+        [f"i{j}" for j in row] for row in exact
+    ]
+    np.testing.assert_allclose(
+        [[h["distance"] for h in row] for row in hits],
+        np.take_along_axis(queries @ items.T, exact, axis=1),
+        rtol=1e-4,
     )

@@ -164,6 +164,18 @@ class MGDSPR(nn.Module):
         title = _bag_mean(self.emb["word"], b.title)
         return self.emb["item"](b.item) + torch.tanh(self.title_proj(title))
 
+    @torch.no_grad()
+    def item_norm_bound(self) -> float:
+        """An upper bound on the norm of any item vector this tower can output, from its weights
+        alone (no pass over the corpus): |id row| + |tanh(W m + c)|, where the title mean m is
+        no longer than the longest word row, so output i is at most tanh(|W_i| |m| + |c_i|)."""
+        rows = {
+            name: self.emb[name].get_parameter("weight").norm(dim=1) for name in ("word", "item")
+        }
+        W, c = self.title_proj.weight, self.title_proj.bias
+        title = torch.tanh(W.norm(dim=1) * rows["word"].max() + c.abs()).norm()
+        return float(rows["item"].max() + title)
+
 
 def attend(q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
     """q [B, m, d] attends over kv [B, L, d] (mask [B, L], True = valid) plus a leading zero vector.
