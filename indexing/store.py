@@ -162,12 +162,14 @@ def drop(client: MilvusClient, name: str, protected: set[str]) -> None:
     client.drop_collection(name)
 
 
-def ensure_loaded(client: MilvusClient, name_or_alias: str) -> None:
+def ensure_loaded(client: MilvusClient, name_or_alias: str) -> dict:
     """Milvus Lite forgets which collections were loaded when its server restarts (every new
-    process): load the one about to be searched. A no-op where the server keeps it loaded."""
-    name = client.describe_collection(name_or_alias)["collection_name"]
-    if client.get_load_state(name)["state"] != LoadState.Loaded:
-        client.load_collection(name)
+    process): load the one about to be searched. A no-op where the server keeps it loaded.
+    Returns the collection's description."""
+    desc = client.describe_collection(name_or_alias)
+    if client.get_load_state(desc["collection_name"])["state"] != LoadState.Loaded:
+        client.load_collection(desc["collection_name"])
+    return desc
 
 
 def search(
@@ -230,11 +232,15 @@ def _searched(
     expr: str,
 ) -> Iterator:
     """One search call per SEARCH_BATCH query vectors, as each batch's result."""
-    ensure_loaded(client, name_or_alias)
+    fields = ensure_loaded(client, name_or_alias)["fields"]
+    width = next(f["params"]["dim"] for f in fields if f["name"] == "embedding")
+    # A collection built before items were stored one wider holds x itself: it is searched with q.
+    wider = width == vectors.shape[1] + 1
     for start in range(0, len(vectors), SEARCH_BATCH):
+        batch = vectors[start : start + SEARCH_BATCH]
         yield client.search(
             name_or_alias,
-            data=query_side(vectors[start : start + SEARCH_BATCH]).tolist(),
+            data=(query_side(batch) if wider else batch).tolist(),
             limit=k,
             anns_field="embedding",
             filter=expr,

@@ -168,3 +168,19 @@ def test_items_are_stored_one_wider_on_a_sphere_and_scores_stay_inner_products(s
         np.take_along_axis(queries @ items.T, exact, axis=1),
         rtol=1e-4,
     )
+
+    # A collection of the layout before (x stored as it is: 8 wide for 8-wide queries) still serves.
+    old = store.collection_name("2026-01-01", 2)
+    with store.connect(settings) as client:
+        store.create(client, old, 7)  # an embedding field 8 wide
+        client.insert(
+            old,
+            [
+                {**{f: v[k] for f, v in rows.items()}, "embedding": x.tolist()}
+                for k, x in enumerate(items)
+            ],
+        )
+        store.finish(client, old, 2, "2026-01-01")
+        assert store.search_ids(client, old, queries, k=5) == [
+            [f"i{j}" for j in row] for row in exact
+        ]
