@@ -140,7 +140,7 @@ def gate(ds: str, version: int, settings: Settings) -> dict:
     with probes(
         {
             "encode": (Artifact, "encode_requests", lambda args, result: len(result)),
-            "search": (store, "search", lambda args, result: len(result)),
+            "search": (store, "search_ids", lambda args, result: len(result)),
         }
     ) as timed:
         report = stages.gate(ds, version, settings)

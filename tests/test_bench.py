@@ -39,6 +39,12 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
         assert day["stages"]["train"]["examples_per_s"] > 0
         assert day["stages"]["build_index"]["probes"]["encode"]["n"] == day["facts"]["corpus"]
         assert day["stages"]["build_index"]["probes"]["insert"]["n"] == day["facts"]["corpus"]
+        # every request searched for the candidate (and the live), then the canary's baseline
+        gate = day["stages"]["gate"]
+        canary = min(settings.canary_requests, gate["eval_requests"])
+        searched = gate["probes"]["search"]["n"] - canary
+        assert searched in (gate["eval_requests"], 2 * gate["eval_requests"])
+        assert gate["eval_requests"] > 0
 
     ratios = report["baselines"]["tiny"]
     assert 0 < ratios["ann_recall_at_k"] <= 1
