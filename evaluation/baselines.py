@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from training.text import words
+from training.text import word_lists
 
 MINILM_BATCH = 256
 
@@ -30,10 +31,11 @@ class Ranker(Protocol):
         """The top k item ids per query, best first; fewer when the ranker has no more."""
 
 
-def normalise(query: str) -> str:
-    """The project's word tokens (training.text.words: accents folded, lowercased, punctuation
-    dropped) joined by single spaces, so "Call of Duty: MW3" and "call of duty mw3" match."""
-    return " ".join(words(query))
+def normalised(queries) -> list[str]:
+    """Each query's words as the model sees them (training.text.word_lists: accents folded,
+    lowercased, punctuation dropped) joined by single spaces, so "Call of Duty: MW3" and
+    "call of duty mw3" match."""
+    return pc.binary_join(word_lists(queries), " ").to_pylist()
 
 
 def _ranked(counts: Counter[str]) -> list[str]:
@@ -75,15 +77,15 @@ class Memorisation:
         known = set(corpus.column("item_id").to_pylist())
         counts: dict[str, Counter[str]] = {}
         for query, item in zip(
-            clicks.column("query").to_pylist(), clicks.column("item_id").to_pylist()
+            normalised(clicks.column("query")), clicks.column("item_id").to_pylist()
         ):
             if item in known:
-                counts.setdefault(normalise(query), Counter())[item] += 1
+                counts.setdefault(query, Counter())[item] += 1
         self.by_query = {q: _ranked(c) for q, c in counts.items()}
 
     def rank(self, queries: list[str], k: int) -> list[list[str]]:
         return [
-            _fill(self.by_query.get(normalise(q), []), self.popularity.order, k) for q in queries
+            _fill(self.by_query.get(q, []), self.popularity.order, k) for q in normalised(queries)
         ]
 
 
@@ -100,7 +102,7 @@ def _fill(first: list[str], rest: Iterable[str], k: int) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 (bm25s, Lucene variant) over titles. Both sides go through training.text.words,
+    """Okapi BM25 (bm25s, Lucene variant) over titles. Both sides go through training.text.word_lists,
     the tokenizer the model uses, so lexical matching sees the same words; no stopwords removed.
     Pure lexical: only items sharing a word with the query are returned, so a query with no
     match gets fewer than k items (or none) rather than a popularity fallback."""
@@ -116,15 +118,13 @@ class BM25:
 
         self.item_ids = corpus.column("item_id").to_pylist()
         self.index = bm25s.BM25()
-        self.index.index(
-            [list(words(t)) for t in corpus.column("title").to_pylist()], show_progress=False
-        )
+        self.index.index(word_lists(corpus.column("title")).to_pylist(), show_progress=False)
 
     def rank(self, queries: list[str], k: int) -> list[list[str]]:
-        return [self._one(q, k) for q in queries]
+        return [self._one(words, k) for words in word_lists(queries).to_pylist()]
 
-    def _one(self, query: str, k: int) -> list[str]:
-        tokens = self.index.get_tokens_ids(list(words(query)))
+    def _one(self, words: list[str], k: int) -> list[str]:
+        tokens = self.index.get_tokens_ids(words)
         if not tokens:
             return []
         scores = self.index.get_scores_from_ids(tokens)

@@ -127,8 +127,8 @@ def _bestbuy(settings: Settings, options: Options) -> Task:
     in_test = [r in test_ids for r in rows.column("request_id").to_pylist()]
     train = rows.filter(pa.array([not t for t in in_test]))
     test = rows.filter(pa.array(in_test))
-    seen = {baselines.normalise(q) for q in train.column("query").to_pylist()}
-    unseen = [baselines.normalise(q) not in seen for q in test.column("query").to_pylist()]
+    seen = set(baselines.normalised(train.column("query")))
+    unseen = [q not in seen for q in baselines.normalised(test.column("query"))]
     return Task(
         dataset="bestbuy",
         ds=split.days[-1],

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from evaluation.baselines import BM25, Memorisation, MiniLM, Popularity, exact_top_k, normalise
+from evaluation.baselines import BM25, Memorisation, MiniLM, Popularity, exact_top_k, normalised
 
 CORPUS = pa.table(
     {
@@ -57,7 +57,7 @@ def test_memorisation_uses_the_normalised_query_and_backs_off_to_popularity():
     )
     ranker = Memorisation()
     ranker.fit(clicks, CORPUS)
-    assert normalise("  Red   SHOES! ") == "red shoes"
+    assert normalised(["  Red   SHOES! ", "Call of Duty: MW3"]) == ["red shoes", "call of duty mw3"]
     # d twice, then b and e once (ties by id), then popularity without repeating b
     assert ranker.rank(["red shoes"], 4) == [["d", "b", "e", "a"]]
     assert ranker.rank(["Red, Shoes"], 2) == [["d", "b"]]

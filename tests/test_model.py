@@ -1,4 +1,4 @@
-"""MGDSPR building blocks: text, vocabularies, features, towers, losses, variants, warm starts."""
+"""MGDSPR building blocks: vocabularies, features, towers, losses, variants, warm starts."""
 
 from dataclasses import replace
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from ebr.query_encoder import load_query_encoder
 from ebr.settings import ModelConfig
-from training import features, text
+from training import features
 from training.artifact import Artifact
 from training.export import export_query_encoder
 from training.features import LT_COLUMNS
@@ -68,14 +68,6 @@ def vocabs(rows) -> Vocabs:
 def model_for(vocabs: Vocabs, seed: int = 0) -> MGDSPR:
     torch.manual_seed(seed)
     return MGDSPR(CFG, vocabs.sizes()).eval()
-
-
-def test_text_normalises_and_segments():
-    assert text.words("Red Café  Mug, 2x!") == ("red", "cafe", "mug", "2x")
-    assert text.words("ＲＥＤ mug") == ("red", "mug")  # full-width folds to ASCII
-    unigrams, bigrams = text.char_ngrams("Tea Cup")
-    assert unigrams == tuple("teacup")
-    assert bigrams == ("te", "ea", "cu", "up")  # no pair across the space
 
 
 def test_vocab_grows_appends_and_round_trips():

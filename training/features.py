@@ -126,16 +126,17 @@ class Items:
 def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
     """Rows with REQUEST_COLUMNS (mart_training_examples, mart_eval_examples, live requests)."""
     col = _columns(table)
-    queries = col("query")
+    queries, at = _distinct(col("query"))
     P = cfg.past_queries
     # Encoded column by column in this order, so that new ids are handed out in it.
     user = _encode_values(vocabs.user, col("user_id"), grow)
-    words = _encode(vocabs.word, _tokens(queries, text.words, cfg.max_words), grow)
-    char1 = _encode(vocabs.char1, _tokens(queries, _char1, cfg.max_chars), grow)
-    char2 = _encode(vocabs.char2, _tokens(queries, _char2, cfg.max_chars), grow)
+    words = _encode(vocabs.word, text.word_lists(queries, cfg.max_words).take(at), grow)
+    char1, char2 = text.char_lists(queries, cfg.max_chars)
+    char1 = _encode(vocabs.char1, char1.take(at), grow)
+    char2 = _encode(vocabs.char2, char2.take(at), grow)
     # Lists are oldest first: truncation keeps the most recent end.
     past = _last(col("past_queries"), P)
-    past_words = _encode(vocabs.word, _tokens(past.flatten(), text.words, cfg.max_words), grow)
+    past_words = _encode(vocabs.word, _words(past.flatten(), cfg.max_words), grow)
     rt = _encode(vocabs.item, _last(col("rt_items"), cfg.rt_len), grow)
     st = _encode(vocabs.item, _last(col("st_items"), cfg.st_len), grow)
     lt = [
@@ -166,7 +167,7 @@ def items(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Items:
     col = _columns(table)
     return Items(
         item=_encode_values(vocabs.item, col("item_id"), grow),
-        title=_encode(vocabs.word, _tokens(col("title"), text.words, cfg.max_words), grow),
+        title=_encode(vocabs.word, _words(col("title"), cfg.max_words), grow),
     )
 
 
@@ -221,20 +222,16 @@ def _last(lists: pa.Array, keep: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(_offsets(lens), lists.values.take(kept))
 
 
-def _tokens(texts: pa.Array, split, limit: int) -> pa.ListArray:
-    """split(text)[:limit] of each text, computed once per distinct text (queries and titles
-    repeat a lot within a day)."""
+def _distinct(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The distinct texts, and where each text is among them: queries and titles repeat a lot
+    within a day, so each distinct one is tokenised once."""
     distinct = pc.unique(texts)
-    pieces = pa.array([split(t)[:limit] for t in distinct.to_pylist()], pa.list_(pa.string()))
-    return pieces.take(pc.index_in(texts, value_set=distinct))
+    return distinct, pc.index_in(texts, value_set=distinct)
 
 
-def _char1(query: str) -> tuple[str, ...]:
-    return text.char_ngrams(query)[0]
-
-
-def _char2(query: str) -> tuple[str, ...]:
-    return text.char_ngrams(query)[1]
+def _words(texts: pa.Array, limit: int) -> pa.ListArray:
+    distinct, at = _distinct(texts)
+    return text.word_lists(distinct, limit).take(at)
 
 
 def _interleave(parts: list[Ragged]) -> Ragged:
