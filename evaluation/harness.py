@@ -25,6 +25,7 @@ from ebr import stages, synthetic, warehouse
 from ebr.settings import ModelConfig, Settings
 from ebr.transform import dbt_build_days
 from evaluation import baselines, importers, metrics
+from indexing.exact import exact_top_k
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         else:
             artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
             training = artifact.metrics
-            retrieved = baselines.exact_top_k(
+            retrieved = exact_top_k(
                 artifact.encode_requests(task.test), artifact.encode_items(task.corpus), item_ids, k
             )
             if name == "mgdspr":

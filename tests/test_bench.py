@@ -39,12 +39,13 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
         assert day["stages"]["train"]["examples_per_s"] > 0
         assert day["stages"]["build_index"]["probes"]["encode"]["n"] == day["facts"]["corpus"]
         assert day["stages"]["build_index"]["probes"]["insert"]["n"] == day["facts"]["corpus"]
-        # every request searched for the candidate (and the live), then the canary's baseline
+        # every request searched exactly for the candidate (and the live); the candidate's
+        # collection searched for the canary requests twice: the index check, the canary baseline
         gate = day["stages"]["gate"]
+        assert gate["probes"]["exact"]["n"] in (gate["eval_requests"], 2 * gate["eval_requests"])
         canary = min(settings.canary_requests, gate["eval_requests"])
-        searched = gate["probes"]["search"]["n"] - canary
-        assert searched in (gate["eval_requests"], 2 * gate["eval_requests"])
-        assert gate["eval_requests"] > 0
+        assert gate["probes"]["search"]["n"] == 2 * canary
+        assert gate["eval_requests"] > 0 and gate["index_agreement"] >= 0.8
 
     ratios = report["baselines"]["tiny"]
     assert 0 < ratios["ann_recall_at_k"] <= 1

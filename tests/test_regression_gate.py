@@ -1,5 +1,6 @@
-"""A regressed model is never promoted: a day of poisoned logs, or a candidate with damaged
-weights, is refused by the real recall gate and the alias stays where it was.
+"""A regressed model is never promoted: a day of poisoned logs, a candidate with damaged
+weights, or a collection that does not hold the gated model's vectors, is refused by the real
+recall gate and the alias stays where it was.
 
 Three tiny synthetic days run through the real stage functions (GE, dbt, training, Milvus Lite)."""
 
@@ -68,10 +69,12 @@ def _assert_refused_and_alias_kept(settings, ds: str, report: dict) -> None:
 
 
 def test_poisoned_logs_and_damaged_weights_are_refused(settings):
-    """Day one is promoted; day two's logs are poisoned; day three's candidate is corrupted."""
+    """Day one is promoted; day two's logs are poisoned; day three's candidate is corrupted, then
+    gated with good weights against the collection the corrupted one built."""
     settings = replace(settings, recall_floor=0.05).with_model(dim=32, batch_size=64, epochs=12)
     days = generate(settings.landing, date(2026, 1, 1), 3, "tiny", settings.seed)
-    assert _through_the_gate(DAY1, settings)["passed"]
+    first = _through_the_gate(DAY1, settings)
+    assert first["passed"] and first["index_agreement"] >= settings.min_index_agreement
     stages.promote(DAY1, settings, run_id="daily__1")
 
     assert _poison_training_hours(days[1], settings.eval_start_hour, seed=3) > 100
@@ -88,6 +91,19 @@ def test_poisoned_logs_and_damaged_weights_are_refused(settings):
     artifact.save(settings.models, version, DAY3)
     stages.build_index(DAY3, version, settings)
     _assert_refused_and_alias_kept(settings, DAY3, stages.gate(DAY3, version, settings))
+
+    # v3 now holds day one's good weights, its collection still the damaged model's vectors: the
+    # model's recall matches the live one's, and the index check refuses what would serve.
+    load_artifact(settings.models / "v1").save(settings.models, version, DAY3)
+    report = stages.gate(DAY3, version, settings)
+    k = settings.gate_k
+    assert report["candidate_recall"][k] == pytest.approx(report["live_recall"][k])
+    assert report["index_agreement"] < 0.5 and not report["passed"], report
+    assert [r for r in report["reasons"] if "does not serve" in r] == report["reasons"], report
+    with pytest.raises(GateRefused, match="unchanged"):
+        stages.promote(DAY3, settings, run_id=f"daily__{DAY3}")
+    with store.connect(settings) as client:
+        assert store.live(client, settings.alias).name == store.collection_name(DAY1, 1)
 
     from milvus_lite.server_manager import server_manager_instance
 
