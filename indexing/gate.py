@@ -24,6 +24,7 @@ import pyarrow as pa
 from ebr import warehouse
 from ebr.settings import Settings
 from indexing import exact, store
+from indexing.build import ENCODE_BATCH
 
 if TYPE_CHECKING:  # training is imported by whoever loads the artifact
     from training.artifact import Artifact
@@ -93,8 +94,6 @@ class Exact:
 
 
 def exact_search(artifact: Artifact, corpus: pa.Table, requests: pa.Table, k: int) -> Exact:
-    from indexing.build import ENCODE_BATCH
-
     items = [artifact.encode_items(b) for b in corpus.to_batches(ENCODE_BATCH)]
     item_vecs = np.concatenate([np.zeros((0, artifact.dim), np.float32), *items])
     query_vecs = artifact.encode_requests(requests)
