@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SCORES = 1 << 25  # floats per block of scores: 128 MB
+# Floats per block of scores (512 MB): each block reads every item vector once, so fewer, wider
+# blocks ran 2,000 queries over 202k items ~25% faster than 128 MB ones on 2 cores.
+SCORES = 1 << 27
 
 
 def top_k(query_vecs: np.ndarray, item_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
