@@ -1,7 +1,8 @@
 """Query and title text -> words, char 1-grams and char 2-grams (the multi-granular units).
 
-Whole columns at a time with Arrow's compute kernels (utf8proc and RE2, in C++): tokenising one
-text per Python call cost ~50 us, 10 s of the medium bench's 200k-item corpus encode.
+Whole columns at a time with Arrow's compute kernels (utf8proc and RE2, in C++): on 200k real
+titles the words came out at 963k texts/s against 118k/s for one HF tokenizers call per text,
+and encode_items on medium synthetic titles went from 30k to 134k items/s.
 """
 
 from __future__ import annotations
