@@ -151,9 +151,10 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     examples, corpus = _read_day(settings.warehouse, ds)
     examples = spread(examples, sample)
     vocabs = Vocabs()
+    clicked = features.clicked(examples, vocabs, grow=True)
     items = features.items(corpus, vocabs, cfg, grow=True)
     requests = features.requests(examples, vocabs, cfg, grow=True)
-    positives = features.positives(examples, items, vocabs, grow=True)
+    positives = features.positives(examples, clicked, items)
     order = torch.randperm(len(requests), generator=gen).tolist()
     shapes, titles = [], []
     for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size) or [0]:

@@ -47,6 +47,16 @@ class ModelConfig:
     # False: the user tower sees the query only; no behaviour sequences, past queries or user id
     # ("without personalisation").
     personalised: bool = True
+    # Which items own an id row in the item tower: "corpus" = every catalogue item; "clicked" =
+    # only items that have been clicked (a training positive or in a behaviour sequence). Others
+    # are scored by their title alone (see training.features.items).
+    item_ids: str = "corpus"
+    # Share of training rows whose user id is replaced by UNK, the row every unseen user reads:
+    # without it UNK is never trained and the fusion learns to lean on ids new users lack.
+    user_id_dropout: float = 0.0
+    # Share of items in each training step scored without their id row (title alone): the title
+    # path then has to rank on its own, as it must for items no one has clicked yet.
+    item_id_dropout: float = 0.0
     # "softmax": the paper's sampled softmax (tau, hard negatives); "hinge": the pairwise hinge
     # loss of earlier two-tower retrieval, over the same negatives, without tau or hard negatives.
     loss: str = "softmax"
@@ -73,7 +83,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # A typo in an env var or a harness override must fail loudly, not train another model.
-        for name, allowed in (("query_unit", ("multi", "words")), ("loss", ("softmax", "hinge"))):
+        for name, allowed in (
+            ("query_unit", ("multi", "words")),
+            ("loss", ("softmax", "hinge")),
+            ("item_ids", ("corpus", "clicked")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
@@ -82,6 +96,11 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.validation_share must be in [0, 1), got {self.validation_share!r}"
             )
+        for name in ("user_id_dropout", "item_id_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(
+                    f"ModelConfig.{name} must be in [0, 1], got {getattr(self, name)!r}"
+                )
         if self.patience < 0:
             raise ValueError(f"ModelConfig.patience must be >= 0, got {self.patience!r}")
 
@@ -169,6 +188,9 @@ def load_settings() -> Settings:
         query_unit=_env("EBR_QUERY_UNIT", m.query_unit),
         personalised=personalised == "true",
         loss=_env("EBR_LOSS", m.loss),
+        item_ids=_env("EBR_ITEM_IDS", m.item_ids),
+        item_id_dropout=float(_env("EBR_ITEM_ID_DROPOUT", str(m.item_id_dropout))),
+        user_id_dropout=float(_env("EBR_USER_ID_DROPOUT", str(m.user_id_dropout))),
         patience=int(_env("EBR_PATIENCE", str(m.patience))),
         validation_share=float(_env("EBR_VALIDATION_SHARE", str(m.validation_share))),
     )

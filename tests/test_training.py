@@ -17,6 +17,7 @@ from ebr.settings import ModelConfig, Settings, load_settings
 from training import artifact as artifact_module
 from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
+from training.model import MGDSPR
 from training.train import train, train_day
 from training.vocab import UNK
 
@@ -266,9 +267,12 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_LOSS": "hinge",
         "EBR_PATIENCE": "4",
         "EBR_VALIDATION_SHARE": "0.2",
+        "EBR_ITEM_IDS": "clicked",
+        "EBR_USER_ID_DROPOUT": "0.25",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
+    assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
         False,
@@ -283,3 +287,42 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     monkeypatch.setenv("EBR_QUERY_UNIT", "chars")
     with pytest.raises(ValueError, match="query_unit"):
         load_settings()
+
+
+def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):
+    examples, corpus = day
+    # Two items no one clicks, with one title: with ids for every corpus item each gets its own
+    # row, which training meets only as a sampled negative.
+    twin = corpus["title"][0].as_py()
+    cold = pa.table({"item_id": ["cold-a", "cold-b"], "title": [twin, twin]})
+    corpus = pa.concat_tables([corpus, cold])
+    cfg = replace(CFG, item_ids="clicked")
+    model = train(examples, corpus, cfg, seed=0)
+    assert model.vocabs.item.get("cold-a") == UNK  # the corpus gave it no id row
+    vectors = model.encode_items(cold)
+    np.testing.assert_array_equal(vectors[0], vectors[1])  # the title alone scores them
+    everyone = train(examples, corpus, CFG, seed=0)
+    assert everyone.vocabs.item.get("cold-a") != UNK
+    assert not np.array_equal(*everyone.encode_items(cold))
+
+
+def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):
+    examples, corpus = day
+
+    def initial(model):  # train() seeds torch with its seed right before building the model
+        torch.manual_seed(0)
+        return MGDSPR(model.config, model.vocabs.sizes())
+
+    # Without personalisation the item table is read by the item tower alone.
+    cfg = replace(CFG, personalised=False, epochs=2)
+    no_ids = train(examples, corpus, replace(cfg, item_id_dropout=1.0), seed=0)
+    ids = train(examples, corpus, cfg, seed=0)
+    assert torch.equal(no_ids.model.emb["item"].weight, initial(no_ids).emb["item"].weight)
+    assert not torch.equal(ids.model.emb["item"].weight, initial(ids).emb["item"].weight)
+    # Every training user has an id: UNK, the row of every unseen user, trains only when ids
+    # are dropped.
+    cfg = replace(CFG, epochs=1)
+    for p, trains in ((0.0, False), (0.5, True)):
+        model = train(examples, corpus, replace(cfg, user_id_dropout=p), seed=0)
+        unk = model.model.emb["user"].weight[UNK]
+        assert torch.equal(unk, initial(model).emb["user"].weight[UNK]) != trains, p

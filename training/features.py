@@ -20,7 +20,7 @@ from torch import Tensor
 from ebr.settings import ModelConfig
 
 from . import text
-from .vocab import PAD, Vocab, Vocabs
+from .vocab import PAD, UNK, Vocab, Vocabs
 
 ATTRS = ("item", "shop", "leaf", "brand")  # long-term attributes, each with its own table
 ACTIONS = ("click", "cart", "purchase")
@@ -111,8 +111,9 @@ class Requests:
 
 @dataclass
 class Items:
-    item: np.ndarray  # [n]
+    item: np.ndarray  # [n] id rows of the item table; PAD where the item has none (see items)
     title: Ragged
+    keys: pa.Array  # [n] item_id: what identifies the item (cold items share the PAD id row)
 
     def __len__(self) -> int:
         return len(self.item)
@@ -163,25 +164,41 @@ def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
 
 
 def items(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Items:
-    """Rows with item_id and title (mart_item_corpus)."""
+    """Rows with item_id and title (mart_item_corpus).
+
+    With cfg.item_ids "clicked" the corpus does not grow the item vocabulary (clicked items do:
+    `clicked`, and the behaviour sequences of `requests`). An item the vocabulary lacks gets PAD,
+    a zero row that no gradient reaches, so its title alone scores it: an id row that only ever
+    met the item as a sampled negative would learn to bury it (the cold-start bias).
+    """
     col = _columns(table)
-    return Items(
-        item=_encode_values(vocabs.item, col("item_id"), grow),
-        title=_encode(vocabs.word, _words(col("title"), cfg.max_words), grow),
-    )
+    keys = pc.fill_null(col("item_id").cast(pa.string()), "")
+    ids = _encode_values(vocabs.item, keys, grow and cfg.item_ids == "corpus")
+    ids[ids == UNK] = PAD
+    title = _encode(vocabs.word, _words(col("title"), cfg.max_words), grow)
+    return Items(item=ids, title=title, keys=keys)
 
 
-def positives(table, corpus: Items, vocabs: Vocabs, grow: bool) -> Items:
-    """The item of each training example, with its title taken from the day's corpus (none when
-    the item is not in it)."""
-    ids = _encode_values(vocabs.item, _columns(table)("item_id"), grow)
-    row = np.full(len(vocabs.item), -1)
-    row[corpus.item] = np.arange(len(corpus))
-    r = row[ids]
+def clicked(table, vocabs: Vocabs, grow: bool) -> np.ndarray:
+    """The item-table ids of the rows' item_id (training examples: clicked items)."""
+    return _encode_values(vocabs.item, _columns(table)("item_id"), grow)
+
+
+def corpus_rows(table, corpus: Items) -> np.ndarray:
+    """The corpus row of each row's item_id, -1 where the item is not in the corpus."""
+    rows = pc.index_in(_columns(table)("item_id").cast(pa.string()), value_set=corpus.keys)
+    return pc.fill_null(rows, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def positives(table, ids: np.ndarray, corpus: Items) -> Items:
+    """The item of each training example (ids: `clicked`), with its title taken from the day's
+    corpus (none when the item is not in it)."""
+    r = corpus_rows(table, corpus)
     known = r >= 0
     title = corpus.title
     starts = np.where(known, title.starts[r], 0)
-    return Items(ids, Ragged(title.values, starts, np.where(known, title.lens[r], 0)))
+    keys = _columns(table)("item_id").cast(pa.string())
+    return Items(ids, Ragged(title.values, starts, np.where(known, title.lens[r], 0)), keys)
 
 
 def _columns(table):

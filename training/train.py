@@ -23,7 +23,7 @@ from . import features
 from .artifact import Artifact, load_artifact
 from .model import MGDSPR, grow_from, retrieval_loss
 from .optim import optimisers
-from .vocab import UNK, Vocabs
+from .vocab import PAD, UNK, Vocabs
 
 # Every line names the stage, and the day when train_day runs it (logs are read per day and stage).
 _CONTEXT: ContextVar[str] = ContextVar("training_log_context", default="stage=train")
@@ -81,11 +81,12 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
 
     # The day's new ids and tokens are appended to the base vocabularies (a copy: base stays valid).
     vocabs = copy.deepcopy(base.vocabs) if base else Vocabs()
+    # Clicked items first: with cfg.item_ids "clicked" they are the ones the corpus finds ids for.
+    clicked = features.clicked(examples, vocabs, grow=True)
     items = features.items(corpus, vocabs, cfg, grow=True)
     requests = features.requests(examples, vocabs, cfg, grow=True)
-    positives = features.positives(examples, items, vocabs, grow=True)
-    # Validation rows are read like inference requests: they never grow the vocabularies. Their
-    # items are known whenever they are in the corpus, which grew first.
+    positives = features.positives(examples, clicked, items)
+    # Validation rows are read like inference requests: they never grow the vocabularies.
     has_validation = validation is not None and len(validation) > 0
     held_out = _Validation.of(validation, items, vocabs, cfg) if has_validation else None
 
@@ -178,12 +179,22 @@ def _epoch(
     for i in range(0, n, cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
         sampled = torch.randint(len(items), (n_neg,), generator=gen).tolist()
-        req = requests.batch(idx).to(device)
+        req = requests.batch(idx)
+        if cfg.user_id_dropout > 0:
+            drop = torch.rand(len(idx), generator=gen) < cfg.user_id_dropout
+            req.user[drop] = UNK
+        req = req.to(device)
         pos = positives.batch(idx).to(device)
         neg = items.batch(sampled).to(device)
         user = model.user_tower(req)
         loss = retrieval_loss(
-            user, model.item_tower(pos), pos.item, model.item_tower(neg), neg.item, cfg, gen
+            user,
+            model.item_tower(_drop_ids(pos, cfg.item_id_dropout, gen)),
+            pos.item,
+            model.item_tower(_drop_ids(neg, cfg.item_id_dropout, gen)),
+            neg.item,
+            cfg,
+            gen,
         )
         for opt in opts:
             opt.zero_grad(set_to_none=True)
@@ -194,6 +205,16 @@ def _epoch(
         total += value * len(idx)
         steps.add(value, len(idx))
     return total / n
+
+
+def _drop_ids(batch: features.ItemBatch, p: float, gen: torch.Generator) -> features.ItemBatch:
+    """The batch with a share p of its id rows replaced by PAD (zero, no gradient): those items
+    are scored by their titles alone, as cold items are. The loss still tells items apart by
+    their real ids."""
+    if p == 0:
+        return batch
+    drop = (torch.rand(len(batch.item), generator=gen) < p).to(batch.item.device)
+    return features.ItemBatch(batch.item.masked_fill(drop, PAD), batch.title)
 
 
 class _StepLog:
@@ -220,16 +241,15 @@ class _StepLog:
 
 @dataclass
 class _Validation:
-    """Held-out requests and the vocabulary id of each one's item (UNK when never seen)."""
+    """Held-out requests and the corpus row of each one's item (-1 when not in the corpus)."""
 
     requests: features.Requests
     targets: torch.Tensor  # [V]
 
     @classmethod
     def of(cls, table, corpus: features.Items, vocabs: Vocabs, cfg: ModelConfig) -> _Validation:
-        targets = features.positives(table, corpus, vocabs, grow=False).item
         requests = features.requests(table, vocabs, cfg, grow=False)
-        return cls(requests, torch.from_numpy(targets.astype("int64")))
+        return cls(requests, torch.from_numpy(features.corpus_rows(table, corpus)))
 
     def recall(self, model: MGDSPR, items: features.Items, k: int, device: str) -> float:
         """Exact Recall@k: the share of requests whose item is among the k corpus items with the
@@ -237,18 +257,14 @@ class _Validation:
         model.eval()
         with torch.no_grad():
             corpus = _encode_items(model, items, device)  # [N, d]
-            corpus_ids = torch.from_numpy(items.item.astype("int64")).to(device)
             k = min(k, len(items))
             hits = 0
             for i in range(0, len(self.requests), ENCODE_BATCH):
                 idx = range(i, min(i + ENCODE_BATCH, len(self.requests)))
                 users = model.user_tower(self.requests.batch(idx).to(device))
-                top = (users @ corpus.T).topk(k, dim=1).indices  # [b, k]
-                target = self.targets[i : idx.stop].to(device)
-                # An item outside the vocabulary is UNK, and so is a corpus row with an empty id:
-                # that pair must not count as found.
-                found = (corpus_ids[top] == target[:, None]).any(1) & (target != UNK)
-                hits += int(found.sum())
+                top = (users @ corpus.T).topk(k, dim=1).indices  # [b, k] corpus rows
+                target = self.targets[i : idx.stop].to(device)  # -1 (not in the corpus) never hits
+                hits += int((top == target[:, None]).any(1).sum())
         model.train()
         return hits / len(self.requests)
 
