@@ -291,6 +291,7 @@ def cmd_evaluate(args, settings: Settings) -> None:
         crowdflower_sessions=args.crowdflower_sessions,
         synthetic_days=args.synthetic_days,
         synthetic_profile=args.synthetic_profile,
+        sweep=args.sweep,
     )
     out = settings.reports / "eval"
     start = time.perf_counter()
@@ -460,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic-days", type=int, default=3, help="synthetic days trained on (default 3)"
     )
     p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also train MGDSPR with one default changed at a time (the defaults' evidence)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="rebuild the report from the figures kept in reports/eval/<dataset>.json",
@@ -503,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each day on its first N examples only (default: 100000 at large, "
         "where a whole day would train for hours on 2 cores; all examples elsewhere); "
         "the report gives the rate and the extrapolated full-day time",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also train MGDSPR with one default changed at a time (the defaults' evidence)",
     )
     p.add_argument(
         "--report-only",

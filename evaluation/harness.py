@@ -50,6 +50,24 @@ TRAINED: dict[str, dict] = {
     "mgdspr-no-hard-negatives": {"hard_negatives": 0},
     "mgdspr-hinge": {"loss": "hinge"},
 }
+# `ebr evaluate --sweep`: MGDSPR with one default (ModelConfig) changed at a time, trained and
+# scored like "mgdspr": the evidence behind the defaults the daily DAG trains with.
+SWEEP: dict[str, dict] = {
+    "dim 64": {"dim": 64},
+    "dim 256": {"dim": 256},
+    "tau 1": {"tau": 1.0},
+    "tau 4": {"tau": 4.0},
+    "hard negatives 0": {"hard_negatives": 0},
+    "hard negatives 4": {"hard_negatives": 4},
+    "hard negatives 16": {"hard_negatives": 16},
+    "alpha 0.2-0.4": {"alpha_range": (0.2, 0.4)},
+    "alpha 0.6-0.8": {"alpha_range": (0.6, 0.8)},
+    "lr 1e-3": {"lr": 1e-3},
+    "lr 4e-3": {"lr": 4e-3},
+    "item ids: clicked only": {"item_ids": "clicked"},
+    "item-id dropout 0.5": {"item_id_dropout": 0.5},
+    "user-id dropout 0.5": {"user_id_dropout": 0.5},
+}
 BASELINES: dict[str, Callable[[], baselines.Ranker]] = {
     "popularity": baselines.Popularity,
     "memorisation": baselines.Memorisation,
@@ -70,6 +88,7 @@ class Options:
     crowdflower_days: int = 7
     synthetic_days: int = 3
     synthetic_profile: str = "small"
+    sweep: bool = False  # also train every SWEEP setting
 
     def __post_init__(self) -> None:
         for name, allowed in (("datasets", DATASETS), ("methods", METHODS)):
@@ -269,7 +288,6 @@ def _cold_requests(queries: list[str]) -> pa.Table:
 
 def _score(task: Task, settings: Settings, options: Options) -> dict:
     k = max(KS)
-    item_ids = task.corpus.column("item_id").to_pylist()
     queries = task.test.column("query").to_pylist()
     # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
     # Buy) saturates after one epoch and stops telling epochs apart.
@@ -285,9 +303,7 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         else:
             artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
             training = artifact.metrics
-            retrieved = exact_top_k(
-                artifact.encode_requests(task.test), artifact.encode_items(task.corpus), item_ids, k
-            )
+            retrieved = _exact(task, artifact, k)
             if name == "mgdspr":
                 methods[SERVED] = _measure(task, _served(task, artifact, settings, k))
         methods[name] = {
@@ -302,7 +318,20 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
             methods[name]["recall"][10][0],
             methods[name]["seconds"],
         )
+    sweep: dict[str, dict] = {}
+    for name, overrides in SWEEP.items() if options.sweep else ():
+        start = time.perf_counter()
+        artifact = _train(task, replace(cfg, **overrides), settings.seed)
+        sweep[name] = {
+            **_measure(task, _exact(task, artifact, k)),
+            "seconds": time.perf_counter() - start,
+            "training": artifact.metrics,
+        }
+        log.info(
+            "evaluate dataset=%s sweep=%r (%.0f s)", task.dataset, name, sweep[name]["seconds"]
+        )
     return {
+        "sweep": sweep,
         "facts": {
             **task.facts,
             "test": task.test.num_rows,
@@ -319,6 +348,14 @@ def _train(task: Task, cfg: ModelConfig, seed: int):
     from training.train import train
 
     return train(task.train, task.corpus, cfg, seed=seed)
+
+
+def _exact(task: Task, artifact, k: int) -> list[list[str]]:
+    """The artifact's top k of the corpus for every test request, by exact search."""
+    item_ids = task.corpus.column("item_id").to_pylist()
+    return exact_top_k(
+        artifact.encode_requests(task.test), artifact.encode_items(task.corpus), item_ids, k
+    )
 
 
 def _served(task: Task, artifact, settings: Settings, k: int) -> list[list[str]]:

@@ -198,6 +198,8 @@ def markdown(results: dict, header: dict, checks: dict, plots: list[str]) -> str
     lines += _main_table(results) + [""]
     for dataset, result in results.items():
         lines += _dataset_section(dataset, result) + [""]
+        if result.get("sweep"):
+            lines += _sweep_section(dataset, result) + [""]
     lines += [
         "## Targets",
         "",
@@ -287,6 +289,43 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
                 _fmt(tuple(m[key][k])) for key in recall_keys for k in KS if k in (10, 50, 100)
             )
             + f" | {epochs} | {speed} | {m.get('seconds', 0):.0f} |"
+        )
+    return lines
+
+
+def _sweep_section(dataset: str, result: dict) -> list[str]:
+    """MGDSPR with one default changed at a time, beside the defaults ("mgdspr")."""
+    metric, k = "recall", SYNTHETIC_K if dataset == "synthetic" else RECALL_K
+    rows = dict(result["sweep"])
+    if "mgdspr" in result["methods"]:
+        rows = {"defaults (mgdspr)": result["methods"]["mgdspr"], **rows}
+    extra = [
+        key for key in next(iter(rows.values())) if key.startswith(("recall: ", "relev", "ndcg"))
+    ]
+    base = rows.get("defaults (mgdspr)", {}).get(metric, {}).get(k)
+    lines = [
+        f"### {dataset}: defaults sweep (`--sweep`)",
+        "",
+        "One setting changed at a time from the defaults (ModelConfig); same split, seed and "
+        "early stopping as the mgdspr row.",
+        "",
+        f"| setting | R@{k} | "
+        + " | ".join(
+            f"{e.replace('recall', 'R')}@{k}" if e.startswith("recall") else e for e in extra
+        )
+        + f" | Δ R@{k} vs defaults | epochs (best) | train ex/s | seconds |",
+        "|---|---|" + "---|" * (len(extra) + 4),
+    ]
+    for name, m in rows.items():
+        t = m.get("training") or {}
+        figure = m[metric][k]
+        delta = f"{figure[0] - base[0]:+.4f}" if base is not None else "–"
+        values = [_fmt(tuple(m[e][k] if isinstance(m[e], dict) else m[e])) for e in extra]
+        lines.append(
+            f"| {name} | {_fmt(tuple(figure))} | "
+            + "".join(f"{v} | " for v in values)
+            + f"{delta} | {t.get('epochs', '–')} ({t.get('best_epoch', '–')}) | "
+            f"{t.get('examples_per_s', 0):.0f} | {m.get('seconds', 0):.0f} |"
         )
     return lines
 

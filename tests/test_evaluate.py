@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ebr import cli
+from evaluation import harness
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -69,6 +70,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     }.items():
         monkeypatch.setenv(name, value)
     methods = ["popularity", "memorisation", "bm25", "mgdspr", "mgdspr-query-only"]
+    monkeypatch.setattr(harness, "SWEEP", {"tau 1": {"tau": 1.0}})  # one setting: time
     cli.main(
         [
             "evaluate",
@@ -84,6 +86,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
             "2",
             "--synthetic-profile",
             "tiny",
+            "--sweep",
             *[a for m in methods for a in ("--method", m)],
         ]
     )
@@ -104,6 +107,13 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
             recall = {int(k): v[0] for k, v in method["recall"].items()}
             assert all(0 <= r <= 1 for r in recall.values()), (dataset, name)
             assert recall[10] <= recall[50] <= recall[100], (dataset, name)  # monotone in K
+        # The sweep trains on mgdspr's rows with its one change: tau 1 has other losses.
+        swept, default = (
+            result["sweep"]["tau 1"]["training"],
+            result["methods"]["mgdspr"]["training"],
+        )
+        assert swept["examples"] == default["examples"]
+        assert swept["loss_per_epoch"] != default["loss_per_epoch"], dataset
         trained = result["methods"]["mgdspr"]["training"]
         assert (
             1 <= trained["epochs"] <= 2
@@ -121,6 +131,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     assert crowd["memorisation"]["recall"] == crowd["popularity"]["recall"]
     md = (out / "report.md").read_text()
     assert "## Targets" in md and "| mgdspr |" in md
+    assert md.count("defaults sweep") == 3 and "| tau 1 |" in md and "| defaults (mgdspr) |" in md
     for dataset in results:
         assert (out / f"recall_{dataset}.png").stat().st_size > 1000
     assert "report:" in capsys.readouterr().out
