@@ -295,10 +295,13 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
 
 def _sweep_section(dataset: str, result: dict) -> list[str]:
     """MGDSPR with one default changed at a time, beside the defaults ("mgdspr")."""
+    from evaluation.harness import SWEPT_ABLATIONS
+
     metric, k = "recall", SYNTHETIC_K if dataset == "synthetic" else RECALL_K
-    rows = dict(result["sweep"])
-    if "mgdspr" in result["methods"]:
-        rows = {"defaults (mgdspr)": result["methods"]["mgdspr"], **rows}
+    methods = result["methods"]
+    rows = {"defaults (mgdspr)": methods["mgdspr"]} if "mgdspr" in methods else {}
+    rows |= {f"{s} ({m})": methods[m] for s, m in SWEPT_ABLATIONS.items() if m in methods}
+    rows |= result["sweep"]
     extra = [
         key for key in next(iter(rows.values())) if key.startswith(("recall: ", "relev", "ndcg"))
     ]

@@ -3,6 +3,7 @@ early stopping."""
 
 import logging
 import random
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from training import artifact as artifact_module
 from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
+from training.title_queries import title_queries
 from training.train import train, train_day
 from training.vocab import UNK
 
@@ -63,7 +65,7 @@ def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix=""):
     return pa.Table.from_pylist(rows), corpus
 
 
-def title_queries(corpus: pa.Table) -> pa.Table:
+def title_search(corpus: pa.Table) -> pa.Table:
     """One request per item: an unseen user searching the item's title, no history."""
     empty = {"rt_items": [], "st_items": [], "past_queries": [], **{c: [] for c in LT_COLUMNS}}
     titles = corpus["title"].to_pylist()
@@ -88,7 +90,7 @@ def trained(day):
 
 def test_title_words_find_the_item_in_top5(trained, day):
     _, corpus = day
-    users = trained.encode_requests(title_queries(corpus))
+    users = trained.encode_requests(title_search(corpus))
     items = trained.encode_items(corpus)
     assert users.dtype == items.dtype == np.float32 and items.shape == (40, CFG.dim)
     scores = users @ items.T
@@ -110,7 +112,7 @@ def test_artifact_round_trip(trained, day, tmp_path):
     assert (loaded.version, loaded.ds, loaded.parent, loaded.dim) == (1, DS, None, CFG.dim)
     assert loaded.config == CFG
     assert set(loaded.metrics) >= {"loss_per_epoch", "examples", "examples_per_s", "seconds"}
-    queries = title_queries(corpus)
+    queries = title_search(corpus)
     np.testing.assert_array_equal(loaded.encode_items(corpus), trained.encode_items(corpus))
     np.testing.assert_array_equal(loaded.encode_requests(queries), trained.encode_requests(queries))
     batch = corpus.to_batches()[0]  # indexing streams RecordBatches
@@ -296,12 +298,12 @@ def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):
     twin = corpus["title"][0].as_py()
     cold = pa.table({"item_id": ["cold-a", "cold-b"], "title": [twin, twin]})
     corpus = pa.concat_tables([corpus, cold])
-    cfg = replace(CFG, item_ids="clicked")
+    cfg = replace(CFG, item_ids="clicked", title_queries=0.0)  # a title query is a click too
     model = train(examples, corpus, cfg, seed=0)
     assert model.vocabs.item.get("cold-a") == UNK  # the corpus gave it no id row
     vectors = model.encode_items(cold)
     np.testing.assert_array_equal(vectors[0], vectors[1])  # the title alone scores them
-    everyone = train(examples, corpus, CFG, seed=0)
+    everyone = train(examples, corpus, replace(cfg, item_ids="corpus"), seed=0)
     assert everyone.vocabs.item.get("cold-a") != UNK
     assert not np.array_equal(*everyone.encode_items(cold))
 
@@ -320,9 +322,50 @@ def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):
     assert torch.equal(no_ids.model.emb["item"].weight, initial(no_ids).emb["item"].weight)
     assert not torch.equal(ids.model.emb["item"].weight, initial(ids).emb["item"].weight)
     # Every training user has an id: UNK, the row of every unseen user, trains only when ids
-    # are dropped.
-    cfg = replace(CFG, epochs=1)
+    # are dropped (or title queries, asked by no one, are added).
+    cfg = replace(CFG, epochs=1, title_queries=0.0)
     for p, trains in ((0.0, False), (0.5, True)):
         model = train(examples, corpus, replace(cfg, user_id_dropout=p), seed=0)
         unk = model.model.emb["user"].weight[UNK]
         assert torch.equal(unk, initial(model).emb["user"].weight[UNK]) != trains, p
+
+
+def test_title_queries_are_windows_of_titles_from_unknown_users(day):
+    examples, corpus = day
+    mixed = title_queries(examples, corpus, 0.1, seed=5)
+    real, added = mixed.slice(0, examples.num_rows), mixed.slice(examples.num_rows)
+    assert real.column("query").equals(examples.column("query"))
+    assert added.num_rows == 60  # a tenth of 600 rows: more than the 40 items, so some twice
+    counts = Counter(added.column("item_id").to_pylist())
+    assert set(counts) == set(corpus["item_id"].to_pylist()) and set(counts.values()) == {1, 2}
+    titles = dict(zip(corpus["item_id"].to_pylist(), corpus["title"].to_pylist()))
+    for row in added.to_pylist():
+        words, title = row["query"].split(), titles[row["item_id"]].lower().split()
+        assert 1 <= len(words) <= 3 and any(
+            title[i : i + len(words)] == words for i in range(len(title))
+        ), row
+        assert row["user_id"] == "" and row["rt_items"] == [] and row["past_queries"] == []
+    assert mixed.equals(title_queries(examples, corpus, 0.1, seed=5))  # deterministic
+    assert title_queries(examples, corpus, 0.0, seed=5).num_rows == examples.num_rows
+
+
+def test_title_queries_teach_the_words_of_items_no_one_clicked(day):
+    examples, corpus = day
+    # Ten items with words of their own, never clicked: only ever sampled negatives.
+    cold = pa.table(
+        {
+            "item_id": [f"cold{k}" for k in range(10)],
+            "title": [f"X{k} Y{k} Z{k}" for k in range(10)],
+        }
+    )
+    corpus = pa.concat_tables([corpus, cold])
+    cfg = replace(CFG, personalised=False)
+
+    def ranks(share):
+        model = train(examples, corpus, replace(cfg, title_queries=share), seed=0)
+        scores = model.encode_requests(title_search(cold)) @ model.encode_items(corpus).T
+        own = scores[np.arange(10), 40 + np.arange(10)]
+        return (scores > own[:, None]).sum(1)  # items above the cold item for its own title
+
+    without, with_titles = ranks(0.0), ranks(0.5)
+    assert (with_titles < 3).mean() >= 0.8 and (without < 3).mean() <= 0.3, (without, with_titles)

@@ -67,9 +67,9 @@ class Ragged:
         flat = lists.ravel()
         lens = self.lens[flat]
         out = np.full((len(flat), max(1, lens.max(initial=0))), PAD, dtype=np.int64)
-        out[np.repeat(np.arange(len(flat)), lens), _ranges(np.zeros_like(lens), lens)] = (
-            self.values[_ranges(self.starts[flat], lens)]
-        )
+        out[np.repeat(np.arange(len(flat)), lens), ranges(np.zeros_like(lens), lens)] = self.values[
+            ranges(self.starts[flat], lens)
+        ]
         return out.reshape(*lists.shape, out.shape[1])
 
 
@@ -147,7 +147,7 @@ def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
     ]
     # Scatter each row's past queries into its fixed slots.
     count = np.diff(past.offsets.to_numpy())
-    slots = _ranges(np.arange(len(count)) * P, count)
+    slots = ranges(np.arange(len(count)) * P, count)
     past_starts, past_lens = np.zeros(len(count) * P, np.int64), np.zeros(len(count) * P, np.int64)
     past_starts[slots], past_lens[slots] = past_words.starts, past_words.lens
     return Requests(
@@ -235,7 +235,7 @@ def _last(lists: pa.Array, keep: int) -> pa.ListArray:
     lists = lists.cast(pa.list_(pa.string()))  # an all-empty column arrives as list<null>
     offsets = lists.offsets.to_numpy().astype(np.int64)
     lens = np.minimum(np.diff(offsets), keep)
-    kept = _ranges(offsets[1:] - lens, lens)
+    kept = ranges(offsets[1:] - lens, lens)
     return pa.ListArray.from_arrays(_offsets(lens), lists.values.take(kept))
 
 
@@ -265,7 +265,7 @@ def _offsets(lens: np.ndarray) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
 
 
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """The concatenated ranges starts[k] .. starts[k] + lens[k] - 1."""
     ends = np.cumsum(lens)
     return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)

@@ -23,6 +23,7 @@ from . import features
 from .artifact import Artifact, load_artifact
 from .model import MGDSPR, grow_from, retrieval_loss
 from .optim import optimisers
+from .title_queries import title_queries
 from .vocab import PAD, UNK, Vocabs
 
 # Every line names the stage, and the day when train_day runs it (logs are read per day and stage).
@@ -76,6 +77,9 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
         raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
     if validation is None:
         examples, validation = _hold_out(_arrow(examples), cfg)
+    clicks = len(examples)
+    if cfg.title_queries > 0:
+        examples = title_queries(_arrow(examples), _arrow(corpus), cfg.title_queries, seed)
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
 
@@ -98,8 +102,9 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
     opts = optimisers(model, cfg.lr)
     n = len(requests)
     log.info(
-        "training on %d examples (%d held out), %d items, %d parameters, %s",
+        "training on %d examples (%d title queries, %d held out), %d items, %d parameters, %s",
         n,
+        n - clicks,
         len(held_out.requests) if held_out else 0,
         len(items),
         _params(model),
@@ -144,7 +149,8 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
 
     metrics = {
         "loss_per_epoch": losses,
-        "examples": n,
+        "examples": clicks,  # the day's training rows, without the title queries
+        "title_queries": n - clicks,
         "epochs": len(losses),  # run, at most cfg.epochs
         "examples_per_s": n * len(losses) / train_seconds if train_seconds > 0 else 0.0,
         "seconds": seconds,
