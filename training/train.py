@@ -127,7 +127,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
             losses[-1],
             cfg.validation_k,
             "-" if recall is None else f"{recall:.4f}",
-            n / epoch_seconds,
+            clicks / epoch_seconds,
             time.perf_counter() - start,
         )
         if recall is None:
@@ -152,7 +152,8 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
         "examples": clicks,  # the day's training rows, without the title queries
         "title_queries": n - clicks,
         "epochs": len(losses),  # run, at most cfg.epochs
-        "examples_per_s": n * len(losses) / train_seconds if train_seconds > 0 else 0.0,
+        # The day's examples per second of training: title queries are work on top of them.
+        "examples_per_s": clicks * len(losses) / train_seconds if train_seconds > 0 else 0.0,
         "seconds": seconds,
         "params": _params(model),
         "vocab_sizes": vocabs.sizes(),
