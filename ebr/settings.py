@@ -60,10 +60,10 @@ class ModelConfig:
     item_id_dropout: float = 0.0
     # Title queries (training.title_queries) added to a day's training rows, as a share of them:
     # pseudo-requests whose query is a few words of an item's title, so that words of items no
-    # one has clicked yet are learnt too. Not in the paper. Measured from scratch (seed 0): Best
-    # Buy Recall@10 0.861 -> 0.877 at 0.5 (unseen queries 0.584 -> 0.664); CrowdFlower held-out
-    # relevance@10 0.004 -> 0.328 at 0.5, 0.366 at 1. A share costs about that much more
-    # training time; `ebr evaluate --sweep` shows 0.25 and 2.
+    # one has clicked yet are learnt too. Not in the paper. `ebr evaluate` (docs/quality.md):
+    # CrowdFlower held-out relevance@10 0.004 -> 0.18, synthetic Recall@50 0.841 -> 0.857; Best
+    # Buy Recall@10 0.870 -> 0.865, within noise (0.25 and 2 in the sweep: 0.871, 0.872). A
+    # share costs up to that much more training time (title-query rows carry no history).
     title_queries: float = 0.5
     # "softmax": the paper's sampled softmax (tau, hard negatives); "hinge": the pairwise hinge
     # loss of earlier two-tower retrieval, over the same negatives, without tau or hard negatives.
