@@ -296,6 +296,7 @@ def _cold_requests(queries: list[str]) -> pa.Table:
 
 def _score(task: Task, settings: Settings, options: Options) -> dict:
     k = max(KS)
+    item_ids = task.corpus.column("item_id").to_pylist()
     queries = task.test.column("query").to_pylist()
     # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
     # Buy) saturates after one epoch and stops telling epochs apart.
@@ -311,7 +312,7 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         else:
             artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
             training = artifact.metrics
-            retrieved = _exact(task, artifact, k)
+            retrieved = _exact(task, artifact, item_ids, k)
             if name == "mgdspr":
                 methods[SERVED] = _measure(task, _served(task, artifact, settings, k))
         methods[name] = {
@@ -331,7 +332,7 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         start = time.perf_counter()
         artifact = _train(task, replace(cfg, **overrides), settings.seed)
         sweep[name] = {
-            **_measure(task, _exact(task, artifact, k)),
+            **_measure(task, _exact(task, artifact, item_ids, k)),
             "seconds": time.perf_counter() - start,
             "training": artifact.metrics,
         }
@@ -358,9 +359,9 @@ def _train(task: Task, cfg: ModelConfig, seed: int):
     return train(task.train, task.corpus, cfg, seed=seed)
 
 
-def _exact(task: Task, artifact, k: int) -> list[list[str]]:
-    """The artifact's top k of the corpus for every test request, by exact search."""
-    item_ids = task.corpus.column("item_id").to_pylist()
+def _exact(task: Task, artifact, item_ids: list[str], k: int) -> list[list[str]]:
+    """The artifact's top k of the corpus (whose ids are item_ids) for every test request, by
+    exact search."""
     return exact_top_k(
         artifact.encode_requests(task.test), artifact.encode_items(task.corpus), item_ids, k
     )
