@@ -102,8 +102,8 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
     opts = optimisers(model, cfg.lr)
     n = len(requests)
     log.info(
-        "training on %d examples (%d title queries, %d held out), %d items, %d parameters, %s",
-        n,
+        "training on %d examples + %d title queries (%d held out), %d items, %d parameters, %s",
+        clicks,
         n - clicks,
         len(held_out.requests) if held_out else 0,
         len(items),
@@ -225,7 +225,8 @@ def _drop_ids(batch: features.ItemBatch, p: float, gen: torch.Generator) -> feat
 
 
 class _StepLog:
-    """The periodic step line: mean loss and throughput over the last log_every steps."""
+    """The periodic step line: mean loss and throughput over the last log_every steps, in rows
+    (examples and title queries alike: a step does not tell them apart)."""
 
     def __init__(self, log_every: int):
         self.log_every, self.step = log_every, 0
@@ -238,7 +239,7 @@ class _StepLog:
         if self.step % self.log_every == 0:
             now = time.perf_counter()
             log.info(
-                "step %d loss %.4f %.0f examples/s",
+                "step %d loss %.4f %.0f rows/s",
                 self.step,
                 sum(self.losses) / len(self.losses),
                 self.seen / (now - self.tick),
