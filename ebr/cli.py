@@ -186,7 +186,8 @@ def cmd_status(args, settings: Settings) -> None:
     if g:
         print(
             f"  gate: Recall@K candidate {g['candidate_recall']} live {g['live_recall']} "
-            f"floor {g['floor']} margin {g['margin']} on {g['eval_requests']} held-out requests"
+            f"floor {g['floor']} margin {g['margin']} on {g['eval_requests']} of "
+            f"{g.get('held_out_requests', g['eval_requests'])} held-out requests"
         )
     print(f"  collections: {', '.join(s['collections'])}")
 

@@ -150,7 +150,9 @@ def _gate(gate: dict | None, day: Path) -> list[str]:
     lines = [
         "## Gate",
         "",
-        f"{gate['eval_requests']} held-out requests, each model retrieving by exact search over "
+        f"{gate['eval_requests']} of the day's {gate.get('held_out_requests', gate['eval_requests'])}"
+        " held-out requests (a fixed sample, at most EBR_GATE_REQUESTS), each model retrieving"
+        " by exact search over "
         f"the day's corpus; decides on Recall@{gate['gate_k']}: floor {gate['floor']}, allowed "
         f"drop against live {gate['margin']}. The candidate's collection returned "
         f"{gate['index_agreement']:.1%} of exact search's top-{gate['gate_k']} on "

@@ -64,6 +64,19 @@ def read_eval(ds: str, settings: Settings) -> pa.Table:
     )
 
 
+def read_gate_sample(ds: str, settings: Settings) -> tuple[pa.Table, int]:
+    """At most settings.gate_requests of the day's held-out requests, the same ones on every
+    rerun (the lowest md5 of request_id: a uniform sample, whatever order ids are handed out
+    in), and how many the day held out."""
+    with warehouse.reading(settings.warehouse) as con:
+        day = "from mart_eval_examples where ds = cast(? as date)"
+        held_out = con.execute(f"select count(*) {day}", [ds]).fetchall()[0][0]
+        sample = con.sql(
+            f"select * {day} order by md5(request_id) limit ?", params=[ds, settings.gate_requests]
+        ).to_arrow_table()
+    return sample, held_out
+
+
 def retrieve(
     client, collection: str, artifact: Artifact, requests: pa.Table, k: int
 ) -> list[list[str]]:
@@ -130,7 +143,8 @@ class GateReport:
     gate_k: int
     floor: float
     margin: float
-    eval_requests: int
+    eval_requests: int  # scored: at most settings.gate_requests of held_out_requests
+    held_out_requests: int
     index_agreement: float  # see index_agreement
     index_requests: int
     min_index_agreement: float
@@ -154,7 +168,7 @@ def decide(candidate: float, live: float | None, floor: float, margin: float, k:
 def run_gate(ds: str, candidate: Artifact, live: Artifact | None, settings: Settings) -> GateReport:
     """Evaluates candidate and live on the same held-out requests and corpus, checks the
     candidate's collection, and writes gate.json whatever the outcome."""
-    requests, corpus = read_eval(ds, settings), read_corpus(ds, settings)
+    (requests, held_out), corpus = read_gate_sample(ds, settings), read_corpus(ds, settings)
     item_ids = corpus.column("item_id").combine_chunks()
     ks = tuple(sorted(set(settings.recall_ks) | {settings.gate_k}))
     cand_name = store.collection_name(ds, candidate.version)
@@ -194,6 +208,7 @@ def run_gate(ds: str, candidate: Artifact, live: Artifact | None, settings: Sett
         floor=settings.recall_floor,
         margin=settings.regression_margin,
         eval_requests=requests.num_rows,
+        held_out_requests=held_out,
         index_agreement=agreement,
         index_requests=sample,
         min_index_agreement=settings.min_index_agreement,
