@@ -332,6 +332,7 @@ def cmd_bench(args, settings: Settings) -> None:
     from indexing.promote import code_version
 
     out = settings.reports / "bench"
+    code = code_version()  # before the run: a commit made while it runs is not what it measured
     if not args.report_only:
         for profile in args.profile or run.DEFAULT_PROFILES:
             home = run.bench_settings(settings, profile).home
@@ -344,7 +345,7 @@ def cmd_bench(args, settings: Settings) -> None:
                 json.dumps(
                     {
                         "command": "ebr " + " ".join(args.argv),
-                        "code_version": code_version(),
+                        "code_version": code,
                         "result": result,
                     },
                     default=str,
