@@ -130,9 +130,9 @@ class Settings:
     seed: int
     start_date: str  # first day the DAG schedules (and the synthetic marketplace opens)
     # Held-out requests the gate scores both models on, at most: a fixed sample of the day's (by
-    # md5 of request_id), so the gate's cost stops growing with traffic. At 10k, the paired
-    # difference of two models' Recall@50 has a standard error well under the 0.02 margin; the
-    # large bench profile's 95k requests over 1M items took 707 s for one model.
+    # md5 of request_id), so the gate's cost stops growing with traffic. Over 10k requests a
+    # Recall@K's standard error is at most sqrt(0.25 / 10k) = 0.005, a quarter of the default
+    # margin; the large bench profile's 95k requests over 1M items took 707 s for one model.
     gate_requests: int
     canary_requests: int  # held-out requests replayed through the serving client after promotion
     canary_margin: float  # allowed canary Recall@gate_k drop below the gate's figure on them
@@ -145,9 +145,9 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
-        # A canary of no requests would fail every promotion; say so at start-up instead.
         if self.gate_requests < 1:
             raise ValueError(f"EBR_GATE_REQUESTS must be >= 1, got {self.gate_requests}")
+        # A canary of no requests would fail every promotion; say so at start-up instead.
         if self.canary_requests < 1:
             raise ValueError(f"EBR_CANARY_REQUESTS must be >= 1, got {self.canary_requests}")
         if not 0 <= self.canary_margin <= 1:

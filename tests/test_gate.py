@@ -4,6 +4,7 @@ from dataclasses import replace
 import duckdb
 import pytest
 
+from ebr.settings import load_settings
 from indexing.gate import decide, read_gate_sample, recall_at_k
 
 
@@ -49,3 +50,12 @@ def test_the_gate_scores_a_fixed_uniform_sample_of_the_days_held_out_requests(se
     assert read_gate_sample("2026-01-02", settings)[0].equals(sample)  # a rerun scores the same
     everything, _ = read_gate_sample("2026-01-02", replace(settings, gate_requests=100))
     assert sorted(everything.column("request_id").to_pylist()) == ids
+
+
+def test_gate_requests_is_read_from_the_environment_and_must_be_positive(monkeypatch, tmp_path):
+    monkeypatch.setenv("EBR_HOME", str(tmp_path))
+    monkeypatch.setenv("EBR_GATE_REQUESTS", "2500")
+    assert load_settings().gate_requests == 2500
+    monkeypatch.setenv("EBR_GATE_REQUESTS", "0")
+    with pytest.raises(ValueError, match="EBR_GATE_REQUESTS must be >= 1"):
+        load_settings()
