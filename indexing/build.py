@@ -13,7 +13,10 @@ if TYPE_CHECKING:  # training is imported by whoever loads the artifact
     from training.artifact import Artifact
 
 log = logging.getLogger(__name__)
-ENCODE_BATCH = 8192
+# Rows read and encoded at a time: per-call costs (a batch's distinct title words, Arrow kernel
+# calls) shrink with size, 8192 -> 65536 rows ran 1.4x the items/s on the medium corpus.
+ENCODE_BATCH = 65536
+INSERT_BATCH = 8192  # rows per Milvus insert call (one gRPC message)
 
 
 def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
@@ -44,7 +47,9 @@ def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
             done = 0
             for batch in reader:
                 vectors = artifact.encode_items(batch)
-                store.insert(client, name, batch.to_pydict(), vectors, bound)
+                for start in range(0, batch.num_rows, INSERT_BATCH):
+                    rows = batch.slice(start, INSERT_BATCH).to_pydict()
+                    store.insert(client, name, rows, vectors[start : start + INSERT_BATCH], bound)
                 done += batch.num_rows
                 log.info("ds=%s stage=build encoded %d/%d items into %s", ds, done, total, name)
             store.finish(client, name, artifact.version, ds)

@@ -3,6 +3,7 @@ pre-tokeniser cuts (the HF `tokenizers` normaliser and pre-tokeniser are the ref
 tokeniser models were trained with before it was vectorised)."""
 
 import csv
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +39,9 @@ TRICKY = [
     "a_b a/b a.b a:b a@b a#b a~b a`b a|b",
     "ß straße ǅ ﬁ ligature",
 ]
+# Words of letters, digits and control bytes, cut by blanks and symbols: a random text over
+# these has every kind of piece.
+ASCII = [chr(b) for b in range(128)] + list("aZ9 ") * 20
 
 
 def reference_words(s: str) -> tuple[str, ...]:
@@ -70,6 +74,19 @@ def test_tricky_texts_tokenise_as_the_bert_reference():
         assert (tuple(u), tuple(b)) == reference_chars(s), s
 
 
+def test_ascii_texts_take_a_byte_path_that_cuts_the_same_words():
+    # Every ASCII byte (controls, each symbol, both cases) in random texts: all-ASCII columns
+    # take the numpy path, a column with one non-ASCII text splits between the two paths.
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(ASCII) for _ in range(rng.randrange(30))) for _ in range(2000)]
+    mixed = [*texts[:100], "Café ｍug", *texts[100:200]]
+    for column in (texts, mixed):
+        words = text.word_lists(column).to_pylist()
+        assert [tuple(w) for w in words] == [reference_words(s) for s in column]
+    assert sum(map(len, words)) > 300
+    assert any(c < " " for w in words for c in "".join(w))  # control bytes inside words
+
+
 def test_columns_keep_row_order_nulls_and_limits():
     texts = pa.array(["one two three", None, "", "four", "five six seven eight"])
     assert text.word_lists(texts, 2).to_pylist() == [
@@ -93,6 +110,8 @@ def test_columns_keep_row_order_nulls_and_limits():
         ["four"],
         ["five", "six", "seven", "eight"],
     ]
+    # pandas hands strings over with 64-bit offsets (large_string): the same words.
+    assert text.word_lists(texts.cast(pa.large_string()), 2) == text.word_lists(texts, 2)
     none = pa.array([None, ""], pa.string())
     assert [x.to_pylist() for x in text.char_lists(none)] == [[[], []], [[], []]]
 

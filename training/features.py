@@ -20,6 +20,7 @@ from torch import Tensor
 from ebr.settings import ModelConfig
 
 from . import text
+from .text import ranges
 from .vocab import PAD, UNK, Vocab, Vocabs
 
 ATTRS = ("item", "shop", "leaf", "brand")  # long-term attributes, each with its own table
@@ -173,9 +174,10 @@ def items(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Items:
     """
     col = _columns(table)
     keys = pc.fill_null(col("item_id").cast(pa.string()), "")
-    ids = _encode_values(vocabs.item, keys, grow and cfg.item_ids == "corpus")
+    ids = _encode_values(vocabs.item, keys, grow and cfg.item_ids == "corpus", repeats=False)
     ids[ids == UNK] = PAD
-    title = _encode(vocabs.word, _words(col("title"), cfg.max_words), grow)
+    # Titles are not deduplicated first (as queries are): a corpus's titles hardly repeat.
+    title = _encode(vocabs.word, text.word_lists(col("title"), cfg.max_words), grow)
     return Items(item=ids, title=title, keys=keys)
 
 
@@ -214,10 +216,14 @@ def _columns(table):
     return column
 
 
-def _encode_values(vocab: Vocab, tokens: pa.Array, grow: bool) -> np.ndarray:
+def _encode_values(vocab: Vocab, tokens: pa.Array, grow: bool, repeats: bool = True) -> np.ndarray:
     """Vocabulary ids of tokens: one look-up per distinct token, in order of first sight (the
-    order Vocab hands out new ids in). A missing token is "", which Vocab maps to UNK."""
+    order Vocab hands out new ids in). A missing token is "", which Vocab maps to UNK.
+    Tokens that hardly repeat (a corpus's item ids) are looked up as they are: finding the
+    distinct ones first would cost more than it saves."""
     tokens = pc.fill_null(tokens.cast(pa.string()), "")
+    if not repeats:
+        return np.array(vocab.encode(tokens.to_pylist(), grow), dtype=np.int32)
     distinct = pc.unique(tokens)
     ids = np.array(vocab.encode(distinct.to_pylist(), grow), dtype=np.int32)
     return ids[pc.index_in(tokens, value_set=distinct).to_numpy()]
@@ -263,9 +269,3 @@ def _interleave(parts: list[Ragged]) -> Ragged:
 
 def _offsets(lens: np.ndarray) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-
-
-def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The concatenated ranges starts[k] .. starts[k] + lens[k] - 1."""
-    ends = np.cumsum(lens)
-    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)

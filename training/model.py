@@ -344,8 +344,13 @@ def _bag_mean(table: nn.Module, ids: Tensor) -> Tensor:
     flat = ids.reshape(-1, ids.shape[-1])
     valid = flat != PAD
     counts = valid.sum(1)
+    offsets = counts.cumsum(0) - counts
+    if not torch.is_grad_enabled():  # no gradient to keep small: pool straight from the table
+        return F.embedding_bag(
+            flat[valid], table.get_parameter("weight"), offsets, mode="mean"
+        ).view(*ids.shape[:-1], -1)
     distinct, local = torch.unique(flat[valid], return_inverse=True)
-    pooled = F.embedding_bag(local, table(distinct), counts.cumsum(0) - counts, mode="mean")
+    pooled = F.embedding_bag(local, table(distinct), offsets, mode="mean")
     return pooled.view(*ids.shape[:-1], -1)
 
 

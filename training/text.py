@@ -2,7 +2,9 @@
 
 Whole columns at a time with Arrow's compute kernels (utf8proc and RE2, in C++): on 200k real
 titles the words came out at 963k texts/s against 118k/s for one HF tokenizers call per text,
-and encode_items on medium synthetic titles went from 30k to 134k items/s.
+and encode_items on medium synthetic titles went from 30k to 134k items/s. ASCII texts (99.6% of
+the real Best Buy and CrowdFlower titles) then skip the Unicode kernels for numpy over their
+bytes: 2.6x again (real titles 473k -> 1.21M texts/s, medium synthetic ones 1.04M -> 2.64M).
 """
 
 from __future__ import annotations
@@ -27,13 +29,75 @@ def normalize(texts: pa.Array) -> pa.Array:
 
 
 def word_lists(texts, limit: int | None = None) -> pa.ListArray:
-    """The words of each text (at most the first `limit`)."""
+    """The words of each text (at most the first `limit`). ASCII texts take a byte-level path
+    that cuts the same words 5x faster (most titles and queries are ASCII)."""
     texts = _array(texts)
+    ascii_ = pc.fill_null(pc.string_is_ascii(texts), True).to_numpy(zero_copy_only=False)
+    if ascii_.all():
+        return _grouped(*_ascii_words(texts), len(texts), limit)
+    if not ascii_.any():
+        return _grouped(*_unicode_words(texts), len(texts), limit)
+    # Each kind on its own path, then the lists put back in row order.
+    rows = np.concatenate([np.flatnonzero(ascii_), np.flatnonzero(~ascii_)])
+    parts = [word_lists(texts.filter(pa.array(mask)), limit) for mask in (ascii_, ~ascii_)]
+    return pa.concat_arrays(parts).take(pa.array(np.argsort(rows)))
+
+
+def _unicode_words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """All words of the texts in order, and the text each is from."""
     pieces = pc.split_pattern_regex(normalize(texts), _SEPARATORS)
     flat = pieces.flatten()
     keep = pc.match_substring_regex(flat, _ALNUM)
-    parents = pc.list_parent_indices(pieces).filter(keep).to_numpy()
-    return _grouped(flat.filter(keep), parents, len(texts), limit)
+    return flat.filter(keep), pc.list_parent_indices(pieces).filter(keep).to_numpy()
+
+
+def _byte_classes() -> np.ndarray:
+    """Each ASCII byte's class (SEPARATOR, LETTER_OR_DIGIT or OTHER: a control byte), read off
+    the Unicode path's own patterns, so the two paths cannot disagree on what a word is."""
+    chars = pa.array([chr(b) for b in range(128)])
+    separator = pc.match_substring_regex(chars, f"^{_SEPARATORS}$").to_numpy(zero_copy_only=False)
+    alnum = pc.match_substring_regex(chars, _ALNUM).to_numpy(zero_copy_only=False)
+    return np.where(separator, SEPARATOR, np.where(alnum, LETTER_OR_DIGIT, OTHER)).astype(np.uint8)
+
+
+SEPARATOR, LETTER_OR_DIGIT, OTHER = 0, 1, 2
+_CLASS = _byte_classes()
+
+
+def _ascii_words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """_unicode_words for ASCII texts, with numpy over the bytes: for ASCII, NFKD and dropping
+    marks change nothing, and lowercasing and both patterns are per byte."""
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[
+        texts.offset : texts.offset + len(texts) + 1
+    ]
+    data = np.frombuffer(texts.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+    cls = _CLASS[data]
+    inside = cls != SEPARATOR
+    # A word starts where an inside byte follows a separator or a text's start, and ends where
+    # one precedes a separator or a text's end.
+    edge = np.zeros(len(data) + 1, bool)
+    edge[offsets] = True
+    before = np.concatenate([[False], inside[:-1]]) & ~edge[:-1]
+    after = np.concatenate([inside[1:], [False]]) & ~edge[1:]
+    starts = np.flatnonzero(inside & ~before)
+    ends = np.flatnonzero(inside & ~after) + 1
+    if (cls == OTHER).any():  # a piece of control bytes alone is not a word
+        alnum = np.concatenate([[0], np.cumsum(cls == LETTER_OR_DIGIT)])
+        keep = alnum[ends] > alnum[starts]
+        starts, ends = starts[keep], ends[keep]
+        kept = ranges(starts, ends - starts)
+    else:
+        kept = np.flatnonzero(inside)
+    chars = data[kept]
+    chars += ((chars - ord("A")) < 26).view(np.uint8) << 5  # A-Z -> a-z
+    return _string_array(chars, ends - starts), np.searchsorted(offsets, starts, side="right") - 1
+
+
+def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The concatenated ranges starts[k] .. starts[k] + lens[k] - 1."""
+    ends = np.cumsum(lens)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lens), lens)
 
 
 def char_lists(texts, limit: int | None = None) -> tuple[pa.ListArray, pa.ListArray]:
@@ -61,21 +125,25 @@ def char_lists(texts, limit: int | None = None) -> tuple[pa.ListArray, pa.ListAr
 
 
 def _array(texts) -> pa.Array:
-    """One Array from an Array, a ChunkedArray (a table's column) or a list of str."""
+    """One string Array (32-bit offsets, as the byte path reads them) from an Array, a
+    ChunkedArray (a table's column) or a list of str."""
     if isinstance(texts, pa.ChunkedArray):
-        return texts.combine_chunks()
-    return texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+        texts = texts.combine_chunks()
+    return (
+        pa.array(texts, pa.string()) if not isinstance(texts, pa.Array) else texts.cast(pa.string())
+    )
 
 
 def _strings(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
     """The strings data[starts[k]:ends[k]] (ranges may overlap: each is copied)."""
-    lens = ends - starts
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    take = np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1], lens)
+    return _string_array(data[ranges(starts, ends - starts)], ends - starts)
+
+
+def _string_array(chars: np.ndarray, lens: np.ndarray) -> pa.Array:
+    """The strings that are consecutive pieces of chars, lens[k] bytes each."""
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
     return pa.Array.from_buffers(
-        pa.string(),
-        len(lens),
-        [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data[take].tobytes())],
+        pa.string(), len(lens), [None, pa.py_buffer(offsets), pa.py_buffer(chars)]
     )
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import text
-from .features import REQUEST_COLUMNS, ranges
+from .features import REQUEST_COLUMNS
 
 MAX_WORDS = 4  # real queries are short: Best Buy's have 2-3 words, titles 10 or more
 
@@ -40,7 +40,7 @@ def title_queries(examples: pa.Table, corpus: pa.Table, share: float, seed: int)
     start = offsets[:-1] - offsets[0] + (rng.random(n) * (lens - size + 1)).astype(np.int64)
     window = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(size)]).astype(np.int32)),
-        words.values.take(pa.array(ranges(start, size))),
+        words.values.take(pa.array(text.ranges(start, size))),
     )
     rows = {
         "user_id": pa.array([""] * n, pa.string()),  # read as UNK, the unknown user
