@@ -24,7 +24,7 @@ def top_k(query_vecs: np.ndarray, item_vecs: np.ndarray, k: int) -> tuple[np.nda
     rows, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
     # One score buffer for every block: a fresh 512 MB product per block spent as long on the
     # kernel faulting in zeroed pages as on the product (medium gate: 7.1 s -> 3.7 s a model).
-    buffer = torch.empty(min(block, len(query_vecs)), len(item_vecs))
+    buffer = torch.empty(min(block, len(query_vecs)), len(item_vecs), dtype=items.dtype)
     for lo in range(0, len(query_vecs), block):
         q = torch.as_tensor(np.asarray(query_vecs[lo : lo + block], np.float32))
         top = torch.topk(torch.matmul(q, items.T, out=buffer[: len(q)]), k, dim=1)

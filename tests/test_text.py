@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from tokenizers import normalizers, pre_tokenizers
 
@@ -112,6 +113,11 @@ def test_columns_keep_row_order_nulls_and_limits():
     ]
     # pandas hands strings over with 64-bit offsets (large_string): the same words.
     assert text.word_lists(texts.cast(pa.large_string()), 2) == text.word_lists(texts, 2)
+    # A null row may still hold bytes in the column's buffers (if_else leaves them): none read.
+    stale = pc.if_else(
+        pa.array([True, False]), pa.array(["ab", "cé"]), pa.scalar(None, pa.string())
+    )
+    assert text.word_lists(stale).to_pylist() == [["ab"], []]
     none = pa.array([None, ""], pa.string())
     assert [x.to_pylist() for x in text.char_lists(none)] == [[[], []], [[], []]]
 
