@@ -23,7 +23,8 @@ def top_k(query_vecs: np.ndarray, item_vecs: np.ndarray, k: int) -> tuple[np.nda
     block = max(1, SCORES // max(len(item_vecs), 1))
     rows, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
     # One score buffer for every block: a fresh 512 MB product per block spent as long on the
-    # kernel faulting in zeroed pages as on the product (medium gate: 7.1 s -> 3.7 s a model).
+    # kernel faulting in zeroed pages as on the product (9.4k requests x 202k items: the
+    # products took 7.1 s, then 3.7 s).
     buffer = torch.empty(min(block, len(query_vecs)), len(item_vecs), dtype=items.dtype)
     for lo in range(0, len(query_vecs), block):
         q = torch.as_tensor(np.asarray(query_vecs[lo : lo + block], np.float32))
