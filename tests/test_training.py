@@ -100,6 +100,17 @@ def test_title_words_find_the_item_in_top5(trained, day):
     assert len(losses) == CFG.epochs and losses[-1] < losses[0]
 
 
+def test_requests_are_encoded_in_length_order_and_returned_in_theirs(trained, day):
+    """encode_requests batches rows of similar history length together: each row still gets the
+    vector it gets alone, in its own place."""
+    examples, _ = day
+    rows = examples.slice(0, 50)  # 0-5 real-time and short-term clicks each, in random order
+    together = trained.encode_requests(rows, batch_size=8)
+    alone = np.concatenate([trained.encode_requests(rows.slice(i, 1)) for i in range(50)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert trained.encode_requests(rows.slice(0, 0)).shape == (0, CFG.dim)
+
+
 def test_artifact_round_trip(trained, day, tmp_path):
     _, corpus = day
     models = tmp_path / "models"

