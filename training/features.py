@@ -246,8 +246,8 @@ def _last(lists: pa.Array, keep: int) -> pa.ListArray:
 
 
 def _distinct(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """The distinct texts, and where each text is among them: queries and titles repeat a lot
-    within a day, so each distinct one is tokenised once."""
+    """The distinct texts, and where each text is among them: a day's queries and past queries
+    repeat a lot, so each distinct one is tokenised once (a corpus's titles do not: `items`)."""
     distinct = pc.unique(texts)
     return distinct, pc.index_in(texts, value_set=distinct)
 
