@@ -242,7 +242,7 @@ def _last(lists: pa.Array, keep: int) -> pa.ListArray:
     offsets = lists.offsets.to_numpy().astype(np.int64)
     lens = np.minimum(np.diff(offsets), keep)
     kept = ranges(offsets[1:] - lens, lens)
-    return pa.ListArray.from_arrays(_offsets(lens), lists.values.take(kept))
+    return pa.ListArray.from_arrays(pa.array(text.list_offsets(lens)), lists.values.take(kept))
 
 
 def _distinct(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -265,7 +265,3 @@ def _interleave(parts: list[Ragged]) -> Ragged:
         np.stack([p.starts + b for p, b in zip(parts, base)], axis=1).ravel(),
         np.stack([p.lens for p in parts], axis=1).ravel(),
     )
-
-
-def _offsets(lens: np.ndarray) -> pa.Array:
-    return pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))

@@ -95,6 +95,11 @@ def _ascii_words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return _string_array(chars, ends - starts), np.searchsorted(offsets, starts, side="right") - 1
 
 
+def list_offsets(lens: np.ndarray) -> np.ndarray:
+    """The int32 offsets of consecutive lists (or strings) lens[k] long: Arrow's layout."""
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+
+
 def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """The concatenated ranges starts[k] .. starts[k] + lens[k] - 1."""
     ends = np.cumsum(lens)
@@ -142,9 +147,8 @@ def _strings(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array
 
 def _string_array(chars: np.ndarray, lens: np.ndarray) -> pa.Array:
     """The strings that are consecutive pieces of chars, lens[k] bytes each."""
-    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
     return pa.Array.from_buffers(
-        pa.string(), len(lens), [None, pa.py_buffer(offsets), pa.py_buffer(chars)]
+        pa.string(), len(lens), [None, pa.py_buffer(list_offsets(lens)), pa.py_buffer(chars)]
     )
 
 
@@ -156,5 +160,4 @@ def _grouped(values: pa.Array, parents: np.ndarray, n: int, limit: int | None) -
         rank = np.arange(len(parents)) - (np.cumsum(counts) - counts)[parents]
         values = values.filter(pa.array(rank < limit))
         counts = np.minimum(counts, limit)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+    return pa.ListArray.from_arrays(pa.array(list_offsets(counts)), values)

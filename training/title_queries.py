@@ -39,7 +39,7 @@ def title_queries(examples: pa.Table, corpus: pa.Table, share: float, seed: int)
     size = np.minimum(lens, rng.integers(1, MAX_WORDS + 1, n))
     start = offsets[:-1] - offsets[0] + (rng.random(n) * (lens - size + 1)).astype(np.int64)
     window = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(size)]).astype(np.int32)),
+        pa.array(text.list_offsets(size)),
         words.values.take(pa.array(text.ranges(start, size))),
     )
     rows = {
