@@ -292,6 +292,32 @@ def users(seed: int, n: int) -> Users:
     return Users(*(np.concatenate(p)[:n] for p in zip(*parts)))
 
 
+def brand_tiers(
+    seed: int, user_ids: Iterable[str], item_ids: Iterable[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hidden state a click reads besides the query (see _sequential_events): each user's
+    preferred brand tier and each item's tier, looked up by the ids the generator wrote ("u17",
+    "i42"); -1 for an id it did not write. For evaluation.oracle only: no model sees these."""
+
+    def index(ids: Iterable[str], prefix: str) -> np.ndarray:
+        return np.array(
+            [int(i[1:]) if i[:1] == prefix and i[1:].isdigit() else -1 for i in ids], np.int64
+        )
+
+    def lookup(idx: np.ndarray, make) -> np.ndarray:
+        known = idx >= 0
+        out = np.full(len(idx), -1, np.int64)
+        if known.any():
+            out[known] = make(int(idx[known].max()) + 1)[idx[known]]
+        return out
+
+    u, i = index(user_ids, "u"), index(item_ids, "i")
+    return (
+        lookup(u, lambda n: users(seed, n).brands),
+        lookup(i, lambda n: catalogue(seed, n).brand),
+    )
+
+
 def _typo(word: str, r: np.random.Generator) -> str:
     if len(word) < 4:
         return word

@@ -24,7 +24,7 @@ import pyarrow as pa
 from ebr import stages, synthetic, warehouse
 from ebr.settings import ModelConfig, Settings
 from ebr.transform import dbt_build_days
-from evaluation import baselines, importers, metrics
+from evaluation import baselines, importers, metrics, oracle
 from indexing.exact import exact_top_k
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ class Task:
     grades: list[dict[str, int]] | None = None  # graded labels, where the dataset has them
     subsets: dict[str, list[bool]] = field(default_factory=dict)  # named slices of test
     facts: dict = field(default_factory=dict)  # sizes, split, stage timings
+    # Rankings that read what the data's generator knows (evaluation.oracle), by name, given K:
+    # scored beside the methods, on synthetic days only.
+    oracles: Callable[[int], dict[str, list[list[str]]]] | None = None
 
 
 def evaluate(
@@ -238,12 +241,14 @@ def _synthetic(settings: Settings, options: Options) -> Task:
         [days[-1]],
     )
     with_history = [len(h) > 0 for h in test.column("rt_items").to_pylist()]
+    corpus = _corpus(settings, days[-1])
     return Task(
         dataset="synthetic",
         ds=days[-1],
         train=_examples(settings),
-        corpus=_corpus(settings, days[-1]),
+        corpus=corpus,
         test=test,
+        oracles=lambda k: oracle.rankings(test, corpus, settings.seed, k),
         relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
         subsets={"users with history": with_history},
         facts={
@@ -302,6 +307,8 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
     # Buy) saturates after one epoch and stops telling epochs apart.
     cfg = replace(settings.model, epochs=options.max_epochs, validation_k=10)
     methods: dict[str, dict] = {}
+    for name, retrieved in task.oracles(k).items() if task.oracles else ():
+        methods[name] = {**_measure(task, retrieved), "training": None}
     for name in options.methods:
         start = time.perf_counter()
         training = None

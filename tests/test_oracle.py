@@ -1,0 +1,52 @@
+"""The synthetic oracles: rankings that read the generator's hidden brand preferences."""
+
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+
+from ebr import synthetic
+from evaluation.oracle import ENGINE, ENGINE_AND_TIER, rankings
+
+DAY = date(2026, 1, 1)
+SEED = 3
+
+
+def test_brand_tiers_are_the_generators_own_and_unknown_ids_get_none():
+    people = synthetic.users(SEED, 40)
+    items = synthetic.catalogue(SEED, 60)
+    preferred, tier = synthetic.brand_tiers(
+        SEED, ["u39", "u0", "", "x5", "u"], ["i59", "i3", "item", "u1"]
+    )
+    assert preferred.tolist() == [people.brands[39], people.brands[0], -1, -1, -1]
+    assert tier.tolist() == [items.brand[59], items.brand[3], -1, -1]
+
+
+def test_the_true_tier_reorders_only_items_that_match_the_query_equally():
+    events, corpus = synthetic.generate_day(DAY, DAY, synthetic.PROFILES["tiny"], SEED)
+    requests = events.filter(pa.compute.equal(events["event_type"], "impression"))
+    test = requests.group_by(["request_id", "user_id", "query"]).aggregate([]).slice(0, 30)
+    k = 40
+    got = rankings(test, corpus, SEED, k)
+    titles = dict(zip(corpus["item_id"].to_pylist(), corpus["title"].to_pylist()))
+    preferred, tier = synthetic.brand_tiers(
+        SEED, test["user_id"].to_pylist(), corpus["item_id"].to_pylist()
+    )
+    tier_of = dict(zip(corpus["item_id"].to_pylist(), tier))
+    reordered = 0
+    for row, (query, engine, personal) in enumerate(
+        zip(test["query"].to_pylist(), got[ENGINE], got[ENGINE_AND_TIER])
+    ):
+        words = set(query.split())
+
+        def matched(item, words=words):
+            return len(words & set(titles[item].split()))
+
+        # The engine's order: most query words first; the tier only breaks its ties.
+        assert [matched(i) for i in engine] == sorted((matched(i) for i in engine), reverse=True)
+        keys = [(-matched(i), tier_of[i] != preferred[row]) for i in personal]
+        assert keys == sorted(keys)
+        assert len(set(personal)) == len(personal) == k
+        reordered += engine != personal
+    assert reordered > 0  # the preference changed some rankings: the test can see a no-op
+    assert np.isin(preferred, np.arange(synthetic.TIERS)).all()
