@@ -16,11 +16,12 @@ import torch
 
 from ebr.settings import ModelConfig, Settings, load_settings
 from training import artifact as artifact_module
+from training import features
 from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
 from training.title_queries import title_queries
-from training.train import train, train_day
+from training.train import _Validation, train, train_day
 from training.vocab import UNK
 
 DS = "2024-03-01"
@@ -235,6 +236,21 @@ def test_early_stopping_when_validation_stops_improving(day, caplog):
     )
     epochs = [r.message for r in caplog.records if "validation recall@3" in r.message]
     assert len(epochs) == 3 and all("examples/s" in e and "elapsed" in e for e in epochs)
+
+
+def test_validation_recall_pairs_each_request_with_its_own_item(trained, day):
+    """Validation encodes its requests in order of history length (features.Requests.by_length);
+    each must still be scored against its own item. A model that ranks every request alike
+    would hide a mismatch (the hit count is the same under any pairing): this one does not."""
+    examples, corpus = day
+    held_out = examples.slice(540)
+    items = features.items(corpus, trained.vocabs, CFG, grow=False)
+    validation = _Validation.of(held_out, items, trained.vocabs, CFG)
+    order = validation.requests.by_length()
+    assert (order != np.arange(len(order))).any(), "precondition: rows are reordered"
+    got = validation.recall(trained.model, items, 3, "cpu")
+    assert got == pytest.approx(recall_of(trained, held_out, corpus, 3))
+    assert got > 0.5  # the requests are told apart: a mispairing would change the count
 
 
 def test_best_epoch_weights_are_returned(day):

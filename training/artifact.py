@@ -69,7 +69,7 @@ class Artifact:
         lists to rows like its own rather than to the longest history among them: a medium day's
         9,414 held-out requests took 2.2-2.6 s this way, 3.2-4.3 s in their own order."""
         rows = features.requests(table, self.vocabs, self.config, grow=False)
-        order = np.argsort(rows.rt.lens + rows.st.lens, kind="stable")
+        order = rows.by_length()
         vectors = np.empty((len(rows), self.dim), dtype=np.float32)
         vectors[order] = self._encode(self.model.user_tower, rows, batch_size, order)
         return vectors

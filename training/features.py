@@ -91,6 +91,12 @@ class Requests:
     def __len__(self) -> int:
         return len(self.user)
 
+    def by_length(self) -> np.ndarray:
+        """Row indices in order of their real-time plus short-term clicks: batches cut from it
+        pad their behaviour lists to rows like their own rather than to the longest history of
+        the table (encoding, where rows need no shuffling)."""
+        return np.argsort(self.rt.lens + self.st.lens, kind="stable")
+
     def batch(self, rows: Sequence[int]) -> RequestBatch:
         idx = np.asarray(rows, dtype=np.int64)
         past = self.past.pad(idx[:, None] * self.past_slots + np.arange(self.past_slots))

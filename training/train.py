@@ -267,11 +267,12 @@ class _Validation:
             corpus = _encode_items(model, items, device)  # [N, d]
             k = min(k, len(items))
             hits = 0
-            for i in range(0, len(self.requests), ENCODE_BATCH):
-                idx = range(i, min(i + ENCODE_BATCH, len(self.requests)))
-                users = model.user_tower(self.requests.batch(idx).to(device))
+            order = self.requests.by_length()  # a count of hits: any order gives the same
+            for i in range(0, len(order), ENCODE_BATCH):
+                rows = order[i : i + ENCODE_BATCH]
+                users = model.user_tower(self.requests.batch(rows).to(device))
                 top = (users @ corpus.T).topk(k, dim=1).indices  # [b, k] corpus rows
-                target = self.targets[i : idx.stop].to(device)  # -1 (not in the corpus) never hits
+                target = self.targets[rows].to(device)  # -1 (not in the corpus) never hits
                 hits += int((top == target[:, None]).any(1).sum())
         model.train()
         return hits / len(self.requests)
