@@ -97,7 +97,7 @@ class Requests:
         the table (encoding, where rows need no shuffling)."""
         return np.argsort(self.rt.lens + self.st.lens, kind="stable")
 
-    def batch(self, rows: Sequence[int]) -> RequestBatch:
+    def batch(self, rows: Sequence[int] | np.ndarray) -> RequestBatch:
         idx = np.asarray(rows, dtype=np.int64)
         past = self.past.pad(idx[:, None] * self.past_slots + np.arange(self.past_slots))
         # Trim the grid to the batch's last used slot: the slots after it hold no word and are
