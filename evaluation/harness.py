@@ -51,6 +51,8 @@ TRAINED: dict[str, dict] = {
     "mgdspr-hinge": {"loss": "hinge"},
     # Not one of the paper's parts: the title queries this project adds (training.title_queries).
     "mgdspr-no-title-queries": {"title_queries": 0.0},
+    # Nor the pretrained word vectors the word table starts from (training.lexicon).
+    "mgdspr-random-words": {"word_init": "random"},
 }
 # `ebr evaluate --sweep`: MGDSPR with one default (ModelConfig) changed at a time, trained and
 # scored like "mgdspr": the evidence behind the defaults the daily DAG trains with. Settings an
@@ -75,6 +77,7 @@ SWEPT_ABLATIONS = {
     "tau 1": "mgdspr-tau1",
     "hard negatives 0": "mgdspr-no-hard-negatives",
     "title queries 0": "mgdspr-no-title-queries",
+    "random word init": "mgdspr-random-words",
 }
 BASELINES: dict[str, Callable[[], baselines.Ranker]] = {
     "popularity": baselines.Popularity,

@@ -299,9 +299,11 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_VALIDATION_SHARE": "0.2",
         "EBR_ITEM_IDS": "clicked",
         "EBR_USER_ID_DROPOUT": "0.25",
+        "EBR_WORD_INIT": "random",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
+    assert m.word_init == "random" and ModelConfig().word_init == "minilm"
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
@@ -316,6 +318,10 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     monkeypatch.setenv("EBR_PERSONALISED", "true")
     monkeypatch.setenv("EBR_QUERY_UNIT", "chars")
     with pytest.raises(ValueError, match="query_unit"):
+        load_settings()
+    monkeypatch.setenv("EBR_QUERY_UNIT", "multi")
+    monkeypatch.setenv("EBR_WORD_INIT", "glove")
+    with pytest.raises(ValueError, match="word_init"):
         load_settings()
 
 
