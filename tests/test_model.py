@@ -19,6 +19,8 @@ from training.model import (
     MGDSPR,
     _bag_mean,
     _first_output,
+    _pre_norm_layer,
+    _self_attention,
     attend,
     fusion_tokens,
     grow_from,
@@ -179,6 +181,33 @@ def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
         assert torch.allclose(_bag_mean(table, ids), plain, atol=1e-7)
     # With gradients on it pools over the distinct ids (a small sparse gradient): same means.
     assert torch.allclose(_bag_mean(table, ids), plain, atol=1e-7)
+
+
+def test_batch_first_attention_is_torchs_on_valid_positions_values_and_gradients():
+    """_self_attention and _pre_norm_layer against nn.MultiheadAttention and
+    nn.TransformerEncoderLayer on the same weights: rows of every length, an empty one included."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        32, 4, dim_feedforward=64, dropout=0.0, batch_first=True, norm_first=True
+    )
+    x = torch.randn(4, 7, 32, requires_grad=True)
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 3, 1, 0])[:, None]
+    ignore = ~mask
+    ignore[:, 0] = False  # what the model hands torch (_ignore): an empty row keeps position 0
+    attn = layer.self_attn
+    for ours, theirs in (
+        (lambda: _self_attention(attn, x, mask), lambda: attn(x, x, x, key_padding_mask=ignore)[0]),
+        (lambda: _pre_norm_layer(layer, x, mask), lambda: layer(x, src_key_padding_mask=ignore)),
+    ):
+        grads = []
+        for f in (ours, theirs):
+            out = f()
+            (out * mask[..., None]).square().sum().backward()  # valid positions only
+            grads.append((out[mask], x.grad.clone(), attn.in_proj_weight.grad.clone()))
+            x.grad = None
+            layer.zero_grad()
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 
 
 def test_loss_masks_own_positive_and_hard_negatives_switch():

@@ -106,7 +106,7 @@ class MGDSPR(nn.Module):
         q_2gram = _bag_mean(self.emb["char2"], b.char2)
         wmask = b.words != PAD
         x = word(b.words) + self.word_pos(torch.arange(b.words.shape[1], device=b.words.device))
-        q_seq = _mean(self.word_encoder(x, src_key_padding_mask=_ignore(wmask)), wmask)
+        q_seq = _mean(_pre_norm_layer(self.word_encoder, x, wmask), wmask)
         units = [q_1gram, q_2gram, q_seg, q_seq]
         if self.cfg.personalised:
             past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
@@ -126,17 +126,14 @@ class MGDSPR(nn.Module):
             h = serving_ops.lstm(x, list(self.rt_lstm._flat_weights), self.rt_lstm.num_layers)
         else:
             h, _ = self.rt_lstm(x)
-        h, _ = self.rt_attn(h, h, h, key_padding_mask=_ignore(mask), need_weights=False)
-        return attend(Q, h, mask)
+        return attend(Q, _self_attention(self.rt_attn, h, mask), mask)
 
     def short_term(self, b: RequestBatch, Q: Tensor) -> Tensor:
         return _by_length(self._short_term, b.st, Q)
 
     def _short_term(self, ids: Tensor, Q: Tensor) -> Tensor:
         mask = ids != PAD
-        e = self.emb["item"](ids)
-        h, _ = self.st_attn(e, e, e, key_padding_mask=_ignore(mask), need_weights=False)
-        return attend(Q, h, mask)
+        return attend(Q, _self_attention(self.st_attn, self.emb["item"](ids), mask), mask)
 
     def long_term(self, b: RequestBatch, Q: Tensor) -> Tensor:
         """Per attribute, one mean-pooled vector per action (click/cart/purchase), read by Q."""
@@ -313,6 +310,13 @@ def _transformer(d: int, heads: int, norm_first: bool) -> nn.TransformerEncoderL
     )
 
 
+def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor, mask: Tensor) -> Tensor:
+    """layer(x, src_key_padding_mask=_ignore(mask)) for a pre-norm layer without dropout, with
+    _self_attention (the same result on the valid positions)."""
+    x = x + _self_attention(layer.self_attn, layer.norm1(x), mask)
+    return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+
+
 def _first_output(layer: nn.TransformerEncoderLayer, x: Tensor) -> Tensor:
     """layer(x)[:, 0] for a post-norm layer without dropout, computing only what that output
     needs: every token's key and value but only the first token's query, attention, norms and
@@ -352,6 +356,20 @@ def _bag_mean(table: nn.Module, ids: Tensor) -> Tensor:
     distinct, local = torch.unique(flat[valid], return_inverse=True)
     pooled = F.embedding_bag(local, table(distinct), offsets, mode="mean")
     return pooled.view(*ids.shape[:-1], -1)
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor) -> Tensor:
+    """attn(x, x, x) over the valid positions of mask [B, L] (see _ignore), batch first all the
+    way: nn.MultiheadAttention turns the batch to sequence-first and splits q, k and v by
+    indexing, whose backward zero-fills and copies three times the projection; this does the
+    same sums on the same weights 1.3x faster forward and backward (64 x 100 x 128, one thread).
+    """
+    B, L, d = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, heads, d // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, L, d / heads]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=~_ignore(mask)[:, None, None, :])
+    return attn.out_proj(out.transpose(1, 2).reshape(B, L, d))
 
 
 def _ignore(mask: Tensor) -> Tensor:
