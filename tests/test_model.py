@@ -184,8 +184,9 @@ def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
 
 
 def test_batch_first_attention_is_torchs_on_valid_positions_values_and_gradients():
-    """_self_attention and _pre_norm_layer against nn.MultiheadAttention and
-    nn.TransformerEncoderLayer on the same weights: rows of every length, an empty one included."""
+    """_self_attention (all positions querying, or the first few) and _pre_norm_layer against
+    nn.MultiheadAttention and nn.TransformerEncoderLayer on the same weights: rows of every
+    length, an empty one included."""
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(
         32, 4, dim_feedforward=64, dropout=0.0, batch_first=True, norm_first=True
@@ -198,12 +199,14 @@ def test_batch_first_attention_is_torchs_on_valid_positions_values_and_gradients
     for ours, theirs in (
         (lambda: _self_attention(attn, x, mask), lambda: attn(x, x, x, key_padding_mask=ignore)[0]),
         (lambda: _pre_norm_layer(layer, x, mask), lambda: layer(x, src_key_padding_mask=ignore)),
+        (lambda: _self_attention(attn, x, queries=2), lambda: attn(x[:, :2], x, x)[0]),
     ):
         grads = []
         for f in (ours, theirs):
             out = f()
-            (out * mask[..., None]).square().sum().backward()  # valid positions only
-            grads.append((out[mask], x.grad.clone(), attn.in_proj_weight.grad.clone()))
+            valid = mask[:, : out.shape[1]]  # the query positions'
+            (out * valid[..., None]).square().sum().backward()  # valid positions only
+            grads.append((out[valid], x.grad.clone(), attn.in_proj_weight.grad.clone()))
             x.grad = None
             layer.zero_grad()
         for a, b in zip(*grads):
