@@ -68,8 +68,8 @@ class ModelConfig:
     # How new rows of the word table start: "minilm" (training.lexicon: all-MiniLM-L6-v2's
     # WordPiece vectors, so that a word no click has taught yet starts near words of like
     # meaning) or "random" (small normal, like every id table). Not in the paper. `ebr evaluate`
-    # at the same seed: CrowdFlower held-out relevance@10 0.18 -> 0.45, nDCG@10 0.21 -> 0.53;
-    # Best Buy Recall@10 0.865 -> 0.868, synthetic Recall@50 0.857 -> 0.860 (within noise).
+    # (docs/quality.md): CrowdFlower held-out relevance@10 over three training seeds 0.445-0.453
+    # against 0.20-0.39 from random rows; Best Buy and synthetic within noise.
     word_init: str = "minilm"
     # "softmax": the paper's sampled softmax (tau, hard negatives); "hinge": the pairwise hinge
     # loss of earlier two-tower retrieval, over the same negatives, without tau or hard negatives.
