@@ -4,8 +4,9 @@ meaning rather than at random.
 
 A word is the mean of its WordPiece pieces' vectors (BERT's greedy longest-match split; the
 words of training/text.py are already BERT's pre-tokenised, lowercased pieces). The 384-wide
-vectors are cut to the model's width by PCA over the whole WordPiece table, and scaled so that a
-row is as long, on average, as the model's random initialisation: only the directions change.
+vectors are cut to the model's width by PCA over the whole WordPiece table and scaled to the
+mean row length the caller asks for (training: train.PRETRAINED_WORD_SCALE times the random
+rows' length).
 """
 
 from __future__ import annotations

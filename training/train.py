@@ -358,7 +358,8 @@ def _read_day(warehouse: Path, ds: str):
 
 def _pretrained_words(model: MGDSPR, tokens: list[str], first: int) -> None:
     """Word-table rows from id `first` on (those this training adds) start from training.lexicon
-    where it knows the word, as long on average as the random rows they replace."""
+    where it knows the word, PRETRAINED_WORD_SCALE times as long on average as the random rows
+    they replace."""
     from .lexicon import vectors
 
     new = tokens[first - (UNK + 1) :]  # token k has id k + 2 (after PAD and UNK)
