@@ -194,7 +194,7 @@ def test_batch_first_attention_is_torchs_on_valid_positions_values_and_gradients
     x = torch.randn(4, 7, 32, requires_grad=True)
     mask = torch.arange(7)[None, :] < torch.tensor([7, 3, 1, 0])[:, None]
     ignore = ~mask
-    ignore[:, 0] = False  # what the model hands torch (_ignore): an empty row keeps position 0
+    ignore[:, 0] = False  # as the model's _visible: an empty row keeps position 0
     attn = layer.self_attn
     for ours, theirs in (
         (lambda: _self_attention(attn, x, mask), lambda: attn(x, x, x, key_padding_mask=ignore)[0]),

@@ -311,7 +311,7 @@ def _transformer(d: int, heads: int, norm_first: bool) -> nn.TransformerEncoderL
 
 
 def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor, mask: Tensor) -> Tensor:
-    """layer(x, src_key_padding_mask=_ignore(mask)) for a pre-norm layer without dropout, with
+    """layer(x, src_key_padding_mask=~_visible(mask)) for a pre-norm layer without dropout, with
     _self_attention (the same result on the valid positions)."""
     x = x + _self_attention(layer.self_attn, layer.norm1(x), mask)
     return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
@@ -360,7 +360,7 @@ def _self_attention(
     attn: nn.MultiheadAttention, x: Tensor, mask: Tensor | None = None, queries: int | None = None
 ) -> Tensor:
     """attn(x[:, :queries], x, x) (every position queries when None) over the valid positions of
-    mask [B, L] (see _ignore; all when None), batch first all the way: nn.MultiheadAttention
+    mask [B, L] (see _visible; all when None), batch first all the way: nn.MultiheadAttention
     turns the batch to sequence-first and splits q, k and v by indexing, whose backward
     zero-fills and copies three times the projection; this does the same sums on the same
     weights 1.3x faster forward and backward (64 x 100 x 128, one thread).
@@ -375,17 +375,16 @@ def _self_attention(
         q = q.transpose(1, 2)
         kv = F.linear(x, W[d:], c[d:]).view(B, L, 2, heads, d // heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-    keep = None if mask is None else ~_ignore(mask)[:, None, None, :]
+    keep = None if mask is None else _visible(mask)[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     return attn.out_proj(out.transpose(1, 2).reshape(B, -1, d))
 
 
-def _ignore(mask: Tensor) -> Tensor:
-    """Key padding mask for torch attention (True = ignore) from a validity mask.
-
-    Position 0 always stays visible: an empty row would otherwise softmax over nothing (NaN). Rows
-    are right-padded, so this only touches empty rows, whose outputs `attend` masks out anyway.
+def _visible(mask: Tensor) -> Tensor:
+    """The keys self-attention may read (True = attend) from a validity mask: the valid ones, and
+    position 0 always, since an empty row would otherwise softmax over nothing (NaN). Rows are
+    right-padded, so this only touches empty rows, whose outputs `attend` masks out anyway.
     """
-    ignore = ~mask
-    ignore[:, 0] = False
-    return ignore
+    visible = mask.clone()
+    visible[:, 0] = True
+    return visible

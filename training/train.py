@@ -21,6 +21,7 @@ from ebr.warehouse import reading
 
 from . import features
 from .artifact import Artifact, load_artifact
+from .lexicon import vectors
 from .model import MGDSPR, grow_from, retrieval_loss
 from .optim import optimisers
 from .title_queries import title_queries
@@ -360,8 +361,6 @@ def _pretrained_words(model: MGDSPR, tokens: list[str], first: int) -> None:
     """Word-table rows from id `first` on (those this training adds) start from training.lexicon
     where it knows the word, PRETRAINED_WORD_SCALE times as long on average as the random rows
     they replace."""
-    from .lexicon import vectors
-
     new = tokens[first - (UNK + 1) :]  # token k has id k + 2 (after PAD and UNK)
     if not new:
         return
