@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import pytest
+import torch
+from test_training import make_day
 
+from benchmarks import devices
 from ebr.cli import main
 
 pytestmark = pytest.mark.slow
@@ -72,3 +76,28 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
         assert (out / png).stat().st_size > 1000
         assert f"]({png})" in md
     assert "## Targets" in capsys.readouterr().out  # the report's tables are printed
+
+
+def test_devices_trains_and_encodes_on_each_device_torch_sees(tmp_path, monkeypatch, capsys):
+    examples, corpus = make_day(seed=3, n_items=30, n_examples=300)
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.register("examples", examples)
+        con.register("corpus", corpus)
+        con.execute(
+            "create table mart_training_examples as select date '2024-03-01' as ds, * from examples"
+        )
+        con.execute(
+            "create table mart_item_corpus as select date '2024-03-01' as ds, * from corpus"
+        )
+    monkeypatch.setenv("EBR_HOME", str(tmp_path))
+    monkeypatch.setenv("EBR_DIM", "32")
+    monkeypatch.setenv("EBR_WORD_INIT", "random")
+    argv = ["--warehouse", str(warehouse), "--ds", "2024-03-01", "--cpu-sample", "120"]
+    rows = devices.main([*argv, "--sample", "200", "--epochs", "1"])
+
+    expected = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    assert [r["device"] for r in rows] == expected
+    assert rows[0]["examples"] == 120  # the CPU's sample, evenly spread over the day
+    assert all(r["examples_per_s"] > 0 and r["items_per_s"] > 0 for r in rows)
+    assert "cpu: 120 examples" in capsys.readouterr().out

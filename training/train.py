@@ -60,6 +60,7 @@ def train(
     seed: int = 0,
     validation=None,
     log_every: int = 50,
+    device: str | None = None,
 ) -> Artifact:
     """Train on examples (mart_training_examples rows, oldest first) with negatives sampled from
     corpus (mart_item_corpus rows); warm-start from base when given. Returns an unsaved Artifact.
@@ -68,16 +69,19 @@ def train(
     training-example columns) over the corpus; training stops after cfg.patience epochs without
     improvement and the artifact holds the best epoch's weights. Without `validation`, the newest
     cfg.validation_share of examples is held out (when that is at least MIN_VALIDATION rows).
+
+    device: the torch device to train on; by default cuda when torch sees one, else cpu.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return _train(examples, corpus, cfg, base, seed, validation, log_every)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return _train(examples, corpus, cfg, base, seed, validation, log_every, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact:
+def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> Artifact:
     if len(examples) == 0 or len(corpus) == 0:
         raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
     if validation is None:
@@ -104,7 +108,6 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every) -> Artifact
         grow_from(model, base.model.state_dict())
     if cfg.word_init == "minilm":
         _pretrained_words(model, vocabs.word.tokens, len(base.vocabs.word) if base else UNK + 1)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
     n = len(requests)
