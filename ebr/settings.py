@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+MINILM_WIDTH = 384  # all-MiniLM-L6-v2's vectors, which word_init "minilm" starts words from
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -116,6 +118,11 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name} must be in [0, 1], got {getattr(self, name)!r}"
                 )
+        if self.word_init == "minilm" and self.dim > MINILM_WIDTH:
+            raise ValueError(
+                f"ModelConfig.dim must be at most {MINILM_WIDTH} with word_init 'minilm' (the "
+                f"pretrained word vectors' width), got {self.dim}"
+            )
         if self.title_queries < 0:
             raise ValueError(f"ModelConfig.title_queries must be >= 0, got {self.title_queries!r}")
         if self.patience < 0:

@@ -1,5 +1,6 @@
 """Pretrained word vectors (training.lexicon): the WordPiece split is BERT's, the vectors keep
-the pretrained model's sense of which words are alike, and training starts new words from them."""
+the pretrained model's sense of which words are alike in a space fixed across calls, and
+training starts new words from them."""
 
 import logging
 import random
@@ -43,6 +44,16 @@ def test_vectors_keep_like_words_together_at_the_asked_length():
     cos = unit @ unit.T
     for a, b in ((0, 1), (2, 3), (4, 5)):  # each word's nearest other word is its synonym
         assert np.argsort(-cos[a])[1] == b and np.argsort(-cos[b])[1] == a, words[a]
+
+
+def test_a_words_vector_does_not_depend_on_the_words_beside_it():
+    """A warm-started day starts its new words alone, its base started them among others: both
+    must land in one space, so the projection is fixed, not fitted to the words asked for."""
+    alone, _ = lexicon.vectors(["fridge"], 32, row_norm=1.0)
+    words = ["fridge", "laptop", "yoga", "mat", "lipstick", "blender", "phone", "case"]
+    among, _ = lexicon.vectors(words, 32, row_norm=1.0)
+    cos = alone[0] @ among[0] / np.linalg.norm(alone[0]) / np.linalg.norm(among[0])
+    assert cos == pytest.approx(1.0, abs=1e-5)
 
 
 NEW_WORDS = ["laptop", "notebook", "television", "tv", "fridge", "refrigerator", "camera", "phone"]

@@ -323,6 +323,10 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     monkeypatch.setenv("EBR_WORD_INIT", "glove")
     with pytest.raises(ValueError, match="word_init"):
         load_settings()
+    # The pretrained vectors are 384 wide: a wider model can only start words at random.
+    with pytest.raises(ValueError, match="dim must be at most 384 with word_init 'minilm'"):
+        ModelConfig(dim=512)
+    assert ModelConfig(dim=512, word_init="random").dim == 512
 
 
 def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):
