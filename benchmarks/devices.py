@@ -6,7 +6,8 @@ The figures docs/scale-out.md quotes for moving training to a GPU come from here
         --ds 2026-01-02 [--sample 30000] [--cpu-sample 5000] [--epochs 2]
 
 Prints one line per device: examples/s (the training metric, epochs only) and corpus items/s
-encoded, each also as a ratio to the CPU's, measured in the same run.
+through the trained item tower (titles already turned into ids, in training's validation
+batches), each also as a ratio to the CPU's, measured in the same run.
 """
 
 from __future__ import annotations
