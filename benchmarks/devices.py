@@ -1,13 +1,15 @@
-"""Training and corpus encoding on each torch device this machine has: the CPU at the training
-stage's thread count, and the GPU when torch sees one, on the same day's examples and corpus.
-The figures docs/scale-out.md quotes for moving training to a GPU come from here.
+"""Training, corpus encoding and the gate's exact search on each torch device this machine has:
+the CPU (training at the stage's thread count) and the GPU when torch sees one, on the same
+day's examples and corpus. The figures docs/scale-out.md quotes for a GPU come from here.
 
     python -m benchmarks.devices --warehouse EBR_HOME/bench/medium/warehouse.duckdb \
-        --ds 2026-01-02 [--sample 30000] [--cpu-sample 5000] [--epochs 2]
+        --ds 2026-01-02 [--sample 30000] [--cpu-sample 5000] [--epochs 2] \
+        [--search-queries 10000] [--search-items 1000000]
 
 Prints one line per device: examples/s (the training metric, epochs only) and corpus items/s
 through the trained item tower (titles already turned into ids, in training's validation
-batches), each also as a ratio to the CPU's, measured in the same run.
+batches), and the seconds of indexing.exact.top_k (the recall gate's search) over random vectors
+of the model's width at the gate's K; each also as a ratio to the CPU's, measured in the same run.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.steps import spread
 from ebr.settings import load_settings
+from indexing import exact
 from training import features
 from training import train as training
 
@@ -48,6 +52,17 @@ def measure(examples, corpus, cfg, device: str) -> dict:
     }
 
 
+def search(queries: int, items: int, dim: int, k: int, device: str) -> float:
+    """Seconds of the gate's exact top-k of `queries` random vectors over `items` on device."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((queries, dim), dtype=np.float32)
+    vecs = rng.standard_normal((items, dim), dtype=np.float32)
+    exact.top_k(q[:1], vecs, k, device)  # warm-up
+    tick = time.perf_counter()
+    exact.top_k(q, vecs, k, device)
+    return time.perf_counter() - tick
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -60,13 +75,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sample", type=int, default=30_000, help="examples on a GPU")
     parser.add_argument("--cpu-sample", type=int, default=5_000, help="examples on the CPU")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--search-queries", type=int, default=10_000, help="the gate's sample")
+    parser.add_argument("--search-items", type=int, default=1_000_000, help="a large corpus")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = replace(load_settings().model, epochs=args.epochs)
+    settings = load_settings()
+    cfg = replace(settings.model, epochs=args.epochs)
+    k = max((*settings.recall_ks, settings.gate_k))  # what the gate searches for
     examples, corpus = training._read_day(args.warehouse, args.ds)
-    rows = [measure(spread(examples, args.cpu_sample), corpus, cfg, "cpu")]
-    if torch.cuda.is_available():
-        rows.append(measure(spread(examples, args.sample), corpus, cfg, "cuda"))
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    rows = []
+    for device in devices:
+        sample = args.cpu_sample if device == "cpu" else args.sample
+        row = measure(spread(examples, sample), corpus, cfg, device)
+        row["search_s"] = search(args.search_queries, args.search_items, cfg.dim, k, device)
+        rows.append(row)
     cpu = rows[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads outside training")
     for row in rows:
@@ -75,7 +98,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{name}: {row['examples']} examples, {row['examples_per_s']:,.0f} examples/s "
             f"({row['examples_per_s'] / cpu['examples_per_s']:.1f}x cpu), "
             f"{row['items_per_s']:,.0f} items/s encoded "
-            f"({row['items_per_s'] / cpu['items_per_s']:.1f}x cpu)"
+            f"({row['items_per_s'] / cpu['items_per_s']:.1f}x cpu), exact top-{k} of "
+            f"{args.search_queries:,} queries over {args.search_items:,} items in "
+            f"{row['search_s']:.2f} s ({cpu['search_s'] / row['search_s']:.1f}x cpu)"
         )
     return rows
 

@@ -78,7 +78,9 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     assert "## Targets" in capsys.readouterr().out  # the report's tables are printed
 
 
-def test_devices_trains_and_encodes_on_each_device_torch_sees(tmp_path, monkeypatch, capsys):
+def test_devices_trains_encodes_and_searches_on_each_device_torch_sees(
+    tmp_path, monkeypatch, capsys
+):
     examples, corpus = make_day(seed=3, n_items=30, n_examples=300)
     warehouse = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as con:
@@ -94,10 +96,12 @@ def test_devices_trains_and_encodes_on_each_device_torch_sees(tmp_path, monkeypa
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_WORD_INIT", "random")
     argv = ["--warehouse", str(warehouse), "--ds", "2024-03-01", "--cpu-sample", "120"]
-    rows = devices.main([*argv, "--sample", "200", "--epochs", "1"])
+    search = ["--search-queries", "40", "--search-items", "3000"]
+    rows = devices.main([*argv, "--sample", "200", "--epochs", "1", *search])
 
     expected = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     assert [r["device"] for r in rows] == expected
     assert rows[0]["examples"] == 120  # the CPU's sample, evenly spread over the day
-    assert all(r["examples_per_s"] > 0 and r["items_per_s"] > 0 for r in rows)
-    assert "cpu: 120 examples" in capsys.readouterr().out
+    assert all(r["examples_per_s"] > 0 and r["items_per_s"] > 0 and r["search_s"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "cpu: 120 examples" in out and "of 40 queries over 3,000 items" in out
