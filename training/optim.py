@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -23,6 +21,14 @@ class LazyAdam(torch.optim.Optimizer):
 
     Done with row gathers and scatters on dense moment tables: SparseAdam's sparse-tensor
     arithmetic took ~110 ms a step on a medium day's ~20k touched rows, this ~20 ms (measured).
+
+    Unlike SparseAdam, each row's bias correction counts the steps that touched that row, so a
+    row moves as Adam would move it as a parameter of its own: with the table's step count, a
+    row first touched late in training (a rare word, a new user) took a first step of up to ~3.2 x lr
+    a coordinate, its moments corrected for steps they never saw. Measured with `ebr evaluate
+    --method mgdspr` (batch 256): CrowdFlower relevance@10 over seeds 7-9 0.4612, 0.3612, 0.4765
+    against 0.4565, 0.3588, 0.4341; Best Buy Recall@10 0.8703 against 0.8691, synthetic
+    Recall@50 0.8673 against 0.8628 (seed 7).
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
@@ -40,14 +46,17 @@ class LazyAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state.update(
-                        step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p)
+                        # Float: it enters the corrections as a power (exact to 2^24 steps).
+                        steps=torch.zeros(len(p), dtype=p.dtype, device=p.device),
+                        exp_avg=torch.zeros_like(p),
+                        exp_avg_sq=torch.zeros_like(p),
                     )
-                state["step"] += 1
                 m = state["exp_avg"].index_select(0, rows).lerp_(g, 1 - beta1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2)
                 v.addcmul_(g, g, value=1 - beta2)
                 state["exp_avg"].index_copy_(0, rows, m)
                 state["exp_avg_sq"].index_copy_(0, rows, v)
-                step = state["step"]
-                size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-size)
+                steps = state["steps"].index_select(0, rows).add_(1)
+                state["steps"].index_copy_(0, rows, steps)
+                size = group["lr"] * (1 - beta2**steps).sqrt_() / (1 - beta1**steps)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-size[:, None]))
