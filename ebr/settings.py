@@ -37,11 +37,11 @@ class ModelConfig:
     hard_negatives: int = 8  # top-N pool items mixed with the positive
     alpha_range: tuple[float, float] = (0.4, 0.6)
     sampled_negatives: int = 1024  # random corpus items added to the in-batch pool
-    # 1024 rather than 256 (docs/quality.md, "Batch size"): over training seeds 7-9 the same
-    # quality on the real logs, synthetic Recall@50 higher on each seed (+0.006 on the mean),
-    # 3-7% more examples/s on 2 cores; on a GPU 3.8x the examples/s, where 256 leaves it
-    # waiting on the host.
-    batch_size: int = 1024
+    # 256, not 1024 (docs/quality.md, "Batch size"): over three seeds of whole training windows
+    # the two tie, but a small day from scratch at three epochs is a quarter of the steps and
+    # undertrained at 1024 (synthetic Recall@50 0.8505 against 0.8851). A GPU with medium days
+    # wants 1024 (EBR_BATCH_SIZE): 3.8x the examples/s there.
+    batch_size: int = 256
     lr: float = 2e-3
     # The most epochs a day trains; early stopping (below) usually ends sooner. The name stays
     # `epochs` because the DAG param and EBR_EPOCHS already carry it.
