@@ -15,20 +15,19 @@ def optimisers(model: nn.Module, lr: float) -> list[torch.optim.Optimizer]:
 
 
 class LazyAdam(torch.optim.Optimizer):
-    """torch.optim.SparseAdam's update: Adam on the rows a step's sparse gradient touched, the
-    other rows (and their moments) left as they are; so a step costs what the batch touched, not
-    the whole vocabulary.
+    """Adam on the rows a step's sparse gradient touched, the other rows (and their moments)
+    left as they are; so a step costs what the batch touched, not the whole vocabulary.
 
     Done with row gathers and scatters on dense moment tables: SparseAdam's sparse-tensor
     arithmetic took ~110 ms a step on a medium day's ~20k touched rows, this ~20 ms (measured).
 
-    Unlike SparseAdam, each row's bias correction counts the steps that touched that row, so a
-    row moves as Adam would move it as a parameter of its own: with the table's step count, a
-    row first touched late in training (a rare word, a new user) took a first step of up to ~3.2 x lr
-    a coordinate, its moments corrected for steps they never saw. Measured with `ebr evaluate
-    --method mgdspr` (batch 256): CrowdFlower relevance@10 over seeds 7-9 0.4612, 0.3612, 0.4765
-    against 0.4565, 0.3588, 0.4341; Best Buy Recall@10 0.8703 against 0.8691, synthetic
-    Recall@50 0.8673 against 0.8628 (seed 7).
+    Unlike torch.optim.SparseAdam, each row's bias correction counts the steps that touched
+    that row, so a row moves as Adam would move it as a parameter of its own: with the table's
+    step count, a row first touched late in training (a rare word, a new user) took a first step
+    of up to ~3.2 x lr a coordinate, its moments corrected for steps they never saw. Measured
+    with `ebr evaluate --method mgdspr` (batch 256): CrowdFlower relevance@10 over seeds 7-9
+    0.4612, 0.3612, 0.4765 against 0.4565, 0.3588, 0.4341; Best Buy Recall@10 0.8703 against
+    0.8691, synthetic Recall@50 0.8673 against 0.8628 (seed 7; docs/quality.md).
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
