@@ -293,6 +293,7 @@ def cmd_evaluate(args, settings: Settings) -> None:
         synthetic_days=args.synthetic_days,
         synthetic_profile=args.synthetic_profile,
         sweep=args.sweep,
+        seeds=tuple(args.seeds),
     )
     out = settings.reports / "eval"
     start = time.perf_counter()
@@ -394,6 +395,18 @@ examples:
 PROFILES = ["tiny", "small", "medium", "large"]
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a seed appears twice in {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `ebr` command line: every subcommand, option and help text."""
     parser = argparse.ArgumentParser(
@@ -466,6 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep",
         action="store_true",
         help="also train MGDSPR with one default changed at a time (the defaults' evidence)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_ints,
+        default=(),
+        help="training seeds, e.g. 7,8,9: each trained method is trained once per seed and its "
+        "figures averaged, each seed's kept (default: EBR_SEED alone)",
     )
     p.add_argument(
         "--report-only",

@@ -100,6 +100,9 @@ class Options:
     synthetic_days: int = 3
     synthetic_profile: str = "small"
     sweep: bool = False  # also train every SWEEP setting
+    # Training seeds of every trained method (and sweep setting); () is settings.seed alone. The
+    # data's own seed (CrowdFlower's clicks, the synthetic days) stays settings.seed.
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name, allowed in (("datasets", DATASETS), ("methods", METHODS)):
@@ -304,32 +307,26 @@ def _cold_requests(queries: list[str]) -> pa.Table:
 
 def _score(task: Task, settings: Settings, options: Options) -> dict:
     k = max(KS)
-    item_ids = task.corpus.column("item_id").to_pylist()
     queries = task.test.column("query").to_pylist()
     # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
     # Buy) saturates after one epoch and stops telling epochs apart.
     cfg = replace(settings.model, epochs=options.max_epochs, validation_k=10)
+    seeds = options.seeds or (settings.seed,)
     methods: dict[str, dict] = {}
     for name, retrieved in task.oracles(k).items() if task.oracles else ():
         methods[name] = {**_measure(task, retrieved), "training": None}
     for name in options.methods:
         start = time.perf_counter()
-        training = None
         if name in BASELINES:
             ranker = BASELINES[name]()
             ranker.fit(task.train, task.corpus)
-            retrieved = ranker.rank(queries, k)
+            measured = {**_measure(task, ranker.rank(queries, k)), "training": None}
         else:
-            artifact = _train(task, replace(cfg, **TRAINED[name]), settings.seed)
-            training = artifact.metrics
-            retrieved = _exact(task, artifact, item_ids, k)
-            if name == "mgdspr":
-                methods[SERVED] = _measure(task, _served(task, artifact, settings, k))
-        methods[name] = {
-            **_measure(task, retrieved),
-            "seconds": time.perf_counter() - start,
-            "training": training,
-        }
+            serve = name == "mgdspr"
+            measured, served = _trained(task, settings, replace(cfg, **TRAINED[name]), seeds, serve)
+            if served is not None:
+                methods[SERVED] = served
+        methods[name] = {**measured, "seconds": time.perf_counter() - start}
         log.info(
             "evaluate dataset=%s method=%s recall@10=%.4f (%.0f s)",
             task.dataset,
@@ -340,12 +337,8 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
     sweep: dict[str, dict] = {}
     for name, overrides in SWEEP.items() if options.sweep else ():
         start = time.perf_counter()
-        artifact = _train(task, replace(cfg, **overrides), settings.seed)
-        sweep[name] = {
-            **_measure(task, _exact(task, artifact, item_ids, k)),
-            "seconds": time.perf_counter() - start,
-            "training": artifact.metrics,
-        }
+        measured, _ = _trained(task, settings, replace(cfg, **overrides), seeds)
+        sweep[name] = {**measured, "seconds": time.perf_counter() - start}
         log.info(
             "evaluate dataset=%s sweep=%r (%.0f s)", task.dataset, name, sweep[name]["seconds"]
         )
@@ -359,8 +352,33 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
         },
         "subsets": {s: sum(mask) for s, mask in task.subsets.items()},
         "config": asdict(cfg),
+        "seeds": list(seeds),
         "methods": methods,
     }
+
+
+def _trained(
+    task: Task, settings: Settings, cfg: ModelConfig, seeds: tuple[int, ...], serve: bool = False
+) -> tuple[dict, dict | None]:
+    """cfg trained once per seed and scored by exact search (and, with serve, through Milvus
+    too). A figure is the mean over requests of each request's mean over the seeds, so its
+    standard error is the test set's; the seeds' own spread is under "seeds" (more than one).
+    "training" is the first seed's."""
+    k = max(KS)
+    item_ids = task.corpus.column("item_id").to_pylist()
+    runs: list[dict] = []
+    served: list[dict] = []
+    per_seed: dict[int, dict] = {}
+    for seed in seeds:
+        artifact = _train(task, cfg, seed)
+        runs.append(_per_request(task, _exact(task, artifact, item_ids, k)))
+        if serve:
+            served.append(_per_request(task, _served(task, artifact, settings, k)))
+        per_seed[seed] = {**_summarise(runs[-1]), "training": artifact.metrics}
+    measured = {**_summarise(_mean_over_seeds(runs)), "training": per_seed[seeds[0]]["training"]}
+    if len(seeds) > 1:
+        measured["seeds"] = per_seed
+    return measured, ({**_summarise(_mean_over_seeds(served)), "training": None} if serve else None)
 
 
 def _train(task: Task, cfg: ModelConfig, seed: int):
@@ -390,23 +408,51 @@ def _served(task: Task, artifact, settings: Settings, k: int) -> list[list[str]]
 
 
 def _measure(task: Task, retrieved: list[list[str]]) -> dict:
-    out: dict = {
-        "recall": {k: metrics.mean_se(metrics.recall_at_k(retrieved, task.relevant, k)) for k in KS}
-    }
+    return _summarise(_per_request(task, retrieved))
+
+
+def _per_request(task: Task, retrieved: list[list[str]]) -> dict:
+    """Every metric's value per test request (a subset's: per request of the subset)."""
+    recall = {k: metrics.recall_at_k(retrieved, task.relevant, k) for k in KS}
+    out: dict = {"recall": recall}
     for subset, mask in task.subsets.items():
-        got = [r for r, m in zip(retrieved, mask) if m]
-        want = [r for r, m in zip(task.relevant, mask) if m]
         out[f"recall: {subset}"] = {
-            k: metrics.mean_se(metrics.recall_at_k(got, want, k)) for k in KS
+            k: [v for v, m in zip(values, mask) if m] for k, values in recall.items()
         }
     if task.grades is not None:
-        out[f"relevance_rate@{RELEVANCE_K}"] = metrics.mean_se(
-            metrics.relevance_rate_at_k(retrieved, task.grades, RELEVANCE_K)
+        out[f"relevance_rate@{RELEVANCE_K}"] = metrics.relevance_rate_at_k(
+            retrieved, task.grades, RELEVANCE_K
         )
-        out[f"ndcg@{RELEVANCE_K}"] = metrics.mean_se(
-            metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K)
-        )
+        out[f"ndcg@{RELEVANCE_K}"] = metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K)
     return out
+
+
+def _mean_over_seeds(runs: list[dict]) -> dict:
+    """Per-request values averaged over runs (one per seed) of the same requests. A request's
+    None (nothing relevant: the same in every run) stays None."""
+
+    def mean(values: list[list]) -> list:
+        return [None if v[0] is None else sum(v) / len(v) for v in zip(*values)]
+
+    return {
+        key: (
+            {k: mean([r[key][k] for r in runs]) for k in value}
+            if isinstance(value, dict)
+            else mean([r[key] for r in runs])
+        )
+        for key, value in runs[0].items()
+    }
+
+
+def _summarise(per_request: dict) -> dict:
+    return {
+        key: (
+            {k: metrics.mean_se(v) for k, v in value.items()}
+            if isinstance(value, dict)
+            else metrics.mean_se(value)
+        )
+        for key, value in per_request.items()
+    }
 
 
 class _Timer:

@@ -16,6 +16,15 @@ SYNTHETIC_K = 50
 BASELINE_METHODS = ("popularity", "memorisation", "bm25", "minilm", "two-tower-hinge")
 # Plot lines: baselines dashed, the synthetic oracles (references, not methods) dotted.
 LINES = {**dict.fromkeys(BASELINE_METHODS, "--"), ENGINE: ":", ENGINE_AND_TIER: ":"}
+# The figures the targets are about, as the main and seeds tables show them: (dataset, metric,
+# K or None, column).
+HEADLINES = [
+    ("bestbuy", "recall", RECALL_K, f"Best Buy R@{RECALL_K}"),
+    ("bestbuy", "recall: unseen query", RECALL_K, f"Best Buy unseen R@{RECALL_K}"),
+    ("crowdflower", "relevance_rate@10", None, "CrowdFlower rel@10"),
+    ("crowdflower", "ndcg@10", None, "CrowdFlower nDCG@10"),
+    ("synthetic", "recall", SYNTHETIC_K, f"Synthetic R@{SYNTHETIC_K}"),
+]
 SOURCES = {
     "bestbuy": "Best Buy mobile search click log (Kaggle, ACM SF Bay Area Chapter hackathon, 2012)",
     "crowdflower": "CrowdFlower Search Results Relevance (Kaggle, 2015)",
@@ -58,6 +67,15 @@ def _get(results: dict, dataset: str, method: str, metric: str, k: int | None = 
         return None
 
 
+def _by_seed(results: dict, dataset: str, method: str, metric: str, k: int | None = None):
+    """{seed: mean} of a metric where the method was trained with more than one seed, else None."""
+    try:
+        seeds = results[dataset]["methods"][method]["seeds"]
+        return {s: (f[metric][k] if k is not None else f[metric])[0] for s, f in seeds.items()}
+    except (KeyError, TypeError):
+        return None
+
+
 def _fmt(value) -> str:
     if value is None:
         return "–"
@@ -80,6 +98,15 @@ def targets(results: dict) -> list[dict]:
             return
         best = max(others, key=lambda r: others[r][0])
         gap = ours[0] - others[best][0]
+        # Seed by seed: against the rival's same seed where it trains too, else its one figure.
+        ours_by_seed = _by_seed(results, dataset, "mgdspr", metric, k)
+        rival_by_seed = _by_seed(results, dataset, best, metric, k) or {}
+        if ours_by_seed:
+            gaps = ", ".join(
+                f"{s} {v - rival_by_seed.get(s, others[best][0]):+.4f}"
+                for s, v in ours_by_seed.items()
+            )
+            note = f"gap by seed: {gaps}" + (f"; {note}" if note else "")
         rows.append(
             {
                 "target": name,
@@ -215,7 +242,18 @@ def markdown(results: dict, header: dict, checks: dict, plots: list[str]) -> str
         "CrowdFlower). Every method ranks the same requests over the same corpus.",
         "",
     ]
+    seeded = {d: r["seeds"] for d, r in results.items() if len(r.get("seeds", ())) > 1}
+    if seeded:
+        lines += [
+            "Trained methods were trained once per seed ("
+            + "; ".join(f"{d}: {', '.join(map(str, s))}" for d, s in seeded.items())
+            + "): a figure is the mean over requests of each request's mean over the seeds, "
+            "its standard error the test set's; the seeds' own figures are under Seeds.",
+            "",
+        ]
     lines += _main_table(results) + [""]
+    if seeded:
+        lines += _seeds_table(results) + [""]
     for dataset, result in results.items():
         lines += _dataset_section(dataset, result) + [""]
         if result.get("sweep"):
@@ -255,14 +293,7 @@ def markdown(results: dict, header: dict, checks: dict, plots: list[str]) -> str
 
 
 def _main_table(results: dict) -> list[str]:
-    columns = [
-        ("bestbuy", "recall", RECALL_K, f"Best Buy R@{RECALL_K}"),
-        ("bestbuy", "recall: unseen query", RECALL_K, f"Best Buy unseen R@{RECALL_K}"),
-        ("crowdflower", "relevance_rate@10", None, "CrowdFlower rel@10"),
-        ("crowdflower", "ndcg@10", None, "CrowdFlower nDCG@10"),
-        ("synthetic", "recall", SYNTHETIC_K, f"Synthetic R@{SYNTHETIC_K}"),
-    ]
-    columns = [c for c in columns if c[0] in results]
+    columns = [c for c in HEADLINES if c[0] in results]
     methods = list(dict.fromkeys(m for r in results.values() for m in r["methods"]))
     lines = [
         "| method | " + " | ".join(c[3] for c in columns) + " |",
@@ -274,6 +305,33 @@ def _main_table(results: dict) -> list[str]:
             + " | ".join(_fmt(_get(results, d, m, metric, k)) for d, metric, k, _ in columns)
             + " |"
         )
+    return lines
+
+
+def _seeds_table(results: dict) -> list[str]:
+    """The main table's figures seed by seed (in seed order), and their spread (max - min)."""
+    columns = [c for c in HEADLINES if c[0] in results]
+    methods = list(dict.fromkeys(m for r in results.values() for m in r["methods"]))
+    lines = [
+        "## Seeds",
+        "",
+        "| method | " + " | ".join(c[3] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for m in methods:
+        cells = [_by_seed(results, d, m, metric, k) for d, metric, k, _ in columns]
+        if any(cells):
+            lines.append(
+                f"| {m} | "
+                + " | ".join(
+                    " / ".join(f"{v:.4f}" for v in c.values())
+                    + f" (spread {max(c.values()) - min(c.values()):.4f})"
+                    if c
+                    else "–"
+                    for c in cells
+                )
+                + " |"
+            )
     return lines
 
 
