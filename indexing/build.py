@@ -22,13 +22,17 @@ INSERT_BATCH = 8192  # rows per Milvus insert call (one gRPC message)
 def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
     """Exports the model's query side (for services) and streams the day's corpus mart through
     its item tower into items_<day>_v<N>."""
+    from ebr.query_encoder import FILE as QUERY_ENCODER
     from training.export import export_query_encoder
 
     if artifact.path is None:
         raise ValueError("build_collection needs a saved artifact: its query side goes beside it")
     # Before the collection exists: whatever resolves a collection finds its query encoder.
-    export_query_encoder(artifact.model, artifact.path)
-    log.info("ds=%s stage=build exported the query encoder of v%d", ds, artifact.version)
+    # Once a version: a rerun keeps it, as a version folder only ever changes whole
+    # (Artifact.save), so an encoder in it is this model's (the file is written atomically).
+    if not (artifact.path / QUERY_ENCODER).exists():
+        export_query_encoder(artifact.model, artifact.path)
+        log.info("ds=%s stage=build exported the query encoder of v%d", ds, artifact.version)
     name = store.collection_name(ds, artifact.version)
     with reading(settings.warehouse) as con:
         total = con.execute("select count(*) from mart_item_corpus where ds = ?", [ds]).fetchall()[

@@ -8,6 +8,7 @@ import sys
 import duckdb
 import pyarrow as pa
 import pytest
+from exported import Exported
 from lite_server import release
 
 from ebr.client import BEHAVIOUR_COLUMNS, Filters, RetrievalClient
@@ -40,12 +41,8 @@ CFG = ModelConfig(
 )
 
 
-@pytest.fixture
-def served(settings):
-    con = duckdb.connect(str(settings.warehouse))
-    con.register("corpus", CORPUS)
-    con.execute(f"create table mart_item_corpus as select date '{DS}' as ds, * from corpus")
-    con.close()
+@pytest.fixture(scope="module")
+def models():
     examples = pa.table(
         {
             "user_id": ["u"] * 30,
@@ -54,9 +51,22 @@ def served(settings):
             **{c: [[] for _ in ITEMS] for c in BEHAVIOUR_COLUMNS},
         }
     )
-    for version in (1, 2):
-        artifact = train(examples, CORPUS.select(["item_id", "title"]), CFG, seed=version)
-        build_collection(DS, artifact.save(settings.models, version, DS), settings)
+    return [train(examples, CORPUS.select(["item_id", "title"]), CFG, seed=v) for v in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return Exported(tmp_path_factory.mktemp("encoders"))
+
+
+@pytest.fixture
+def served(settings, models, exported):
+    con = duckdb.connect(str(settings.warehouse))
+    con.register("corpus", CORPUS)
+    con.execute(f"create table mart_item_corpus as select date '{DS}' as ds, * from corpus")
+    con.close()
+    for version, artifact in enumerate(models, start=1):
+        build_collection(DS, exported.save(artifact, settings.models, version, DS), settings)
     with store.connect(settings) as client:
         store.point_alias(client, settings.alias, store.collection_name(DS, 1))
     return settings

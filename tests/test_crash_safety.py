@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
+from exported import Exported
 from lite_server import release
 from test_store import _build, _report
 
@@ -110,8 +111,13 @@ def model():
     return train(pa.Table.from_pylist(_examples(600, 0)), corpus, CFG, seed=0)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return Exported(tmp_path_factory.mktemp("encoders"))
+
+
 @pytest.fixture
-def world(settings, model):
+def world(settings, model, exported):
     """Day 1 served by v1 (built, promoted, logged); the warehouse holds both days' corpus,
     held-out requests and (small) training examples. A gate at K=5 that blesses anything."""
     settings = replace(
@@ -173,7 +179,7 @@ def world(settings, model):
         con.execute(f"create table {table} as select d.ds, r.* from rows r cross join {days}")
         con.unregister("rows")
     con.close()
-    model.save(settings.models, 1, DAYS[0])
+    exported.save(model, settings.models, 1, DAYS[0])
     assert stages.build_index(DAYS[0], 1, settings) == LIVE
     promote(_report(DAYS[0], LIVE), settings, run_id="daily__1")
     release(settings)
@@ -311,9 +317,9 @@ def test_a_save_killed_midway_leaves_no_partial_version_and_its_debris_is_cleare
 
 @pytest.mark.parametrize("point", ["inserting", "loading"])
 def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_goes(
-    world, tmp_path, model, monkeypatch, point
+    world, tmp_path, model, exported, monkeypatch, point
 ):
-    model.save(world.models, 2, DAYS[1])
+    exported.save(model, world.models, 2, DAYS[1])
     if point == "inserting":  # the first batch is in, the corpus not finished
         body = """
             from indexing import store
@@ -373,9 +379,9 @@ def test_a_build_killed_midway_leaves_the_alias_serving_and_the_half_collection_
 
 @pytest.mark.parametrize("point", ["writing the alias", "before the log line"])
 def test_a_promotion_killed_midway_leaves_a_complete_collection_behind_the_alias(
-    world, tmp_path, model, point
+    world, tmp_path, model, exported, point
 ):
-    model.save(world.models, 2, DAYS[1])
+    exported.save(model, world.models, 2, DAYS[1])
     stages.build_index(DAYS[1], 2, world)
     assert stages.gate(DAYS[1], 2, world)["passed"]
     if point == "writing the alias":  # Milvus Lite wrote aliases.json.tmp, not yet renamed over

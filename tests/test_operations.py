@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
+from exported import Exported
 from lite_server import release
 from test_store import _build, _report
 
@@ -70,8 +71,13 @@ def models():
     return [train(examples, _corpus(), CFG, seed=seed) for seed in (0, 1)]
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return Exported(tmp_path_factory.mktemp("encoders"))
+
+
 @pytest.fixture
-def ops(settings, models):
+def ops(settings, models, exported):
     """A warehouse with the corpus and 40 held-out requests on each day, v1..v3 saved (v2 from
     the other model), and a gate at K=5 that blesses anything: these tests are about what comes
     after it."""
@@ -122,7 +128,7 @@ def ops(settings, models):
     )
     con.close()
     for version, (model, ds) in enumerate(zip([models[0], models[1], models[0]], DAYS), start=1):
-        model.save(settings.models, version, ds)
+        exported.save(model, settings.models, version, ds)
     yield settings
     release(settings)  # one Lite server per test, not dozens
 
@@ -432,3 +438,21 @@ def test_a_rerun_replaces_only_a_candidate_that_never_served(ops):
     assert stages._version_for(DAYS[2], ops, live) == 3
     # day 1's v1 served (and its collection may be rolled back to): a backfill of day 1 gets v4
     assert stages._version_for(DAYS[0], ops, live) == 4
+
+
+def test_a_rebuild_keeps_the_versions_query_encoder_and_a_retrained_version_exports_anew(
+    ops, models, exported
+):
+    encoder = ops.models / "v1" / "query_encoder.pt2"
+    _gated(ops, 1)
+    before = encoder.stat()
+    _gated(ops, 1)  # a rerun of the build: the same model, the same file
+    assert (encoder.stat().st_ino, encoder.stat().st_mtime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+    )
+    models[1].save(ops.models, 1, DAYS[0])  # the day retrained: v1 replaced whole, no encoder
+    assert not encoder.exists()
+    _gated(ops, 1)
+    first = exported.files[id(models[0].model)][1]
+    assert encoder.exists() and encoder.read_bytes() != first.read_bytes()

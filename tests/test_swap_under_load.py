@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
+from exported import Exported
 
 from ebr import stages
 from ebr.client import BEHAVIOUR_COLUMNS, RetrievalClient
@@ -170,7 +171,7 @@ def models():
     return [train(examples, corpus, CFG, seed=seed) for seed in range(3)]
 
 
-def _prepare(settings, models, milvus_uri: str):
+def _prepare(settings, models, exported, milvus_uri: str):
     """Settings on milvus_uri, a warehouse of 11 days (each day's shop field names its day, so a
     hit tells which collection served it), v1..v11 saved (neighbours from different models), and
     a gate and canary that bless any model."""
@@ -223,19 +224,24 @@ def _prepare(settings, models, milvus_uri: str):
     )
     con.close()
     for version, ds in enumerate(DAYS, start=1):
-        models[version % 3].save(settings.models, version, ds)
+        exported.save(models[version % 3], settings.models, version, ds)
     return settings
 
 
-@pytest.fixture
-def pipeline(settings, models, lite_server):
-    return _prepare(settings, models, lite_server)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return Exported(tmp_path_factory.mktemp("encoders"))
 
 
 @pytest.fixture
-def local(settings, models):
+def pipeline(settings, models, exported, lite_server):
+    return _prepare(settings, models, exported, lite_server)
+
+
+@pytest.fixture
+def local(settings, models, exported):
     """The same on an in-process Milvus Lite (.db), for the single-process cases."""
-    yield _prepare(settings, models, settings.milvus_uri)
+    yield _prepare(settings, models, exported, settings.milvus_uri)
     from milvus_lite.server_manager import server_manager_instance
 
     server_manager_instance.release_server(settings.milvus_uri)
