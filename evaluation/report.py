@@ -348,6 +348,14 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
         "",
         f"Stage times: {stages}." if stages else "",
         "",
+        *(
+            [
+                f"Epochs and examples/s are seed {result['seeds'][0]}'s; seconds are every seed's.",
+                "",
+            ]
+            if len(result.get("seeds", ())) > 1
+            else []
+        ),
         "| method | "
         + " | ".join(
             f"{key.replace('recall', 'R')}@{k}"
