@@ -185,6 +185,7 @@ def paper_claims(results: dict) -> list[dict]:
             {
                 "claim": f"{name}: relevance up, small recall cost",
                 "relevance_rate@10 delta (crowdflower)": rel,
+                "by seed": _delta_by_seed(results, "crowdflower", other, "relevance_rate@10"),
                 **{f"Recall@{RECALL_K} delta ({d})": v for d, v in rec.items()},
                 "agrees": agrees,
             }
@@ -211,6 +212,14 @@ def _delta(results, dataset, other, metric, k):
         _get(results, dataset, other, metric, k),
     )
     return None if ours is None or theirs is None else ours[0] - theirs[0]
+
+
+def _delta_by_seed(results, dataset, other, metric, k=None) -> str | None:
+    """MGDSPR minus the variant seed by seed, where both trained with the same seeds."""
+    ours, theirs = (_by_seed(results, dataset, m, metric, k) for m in ("mgdspr", other))
+    if not ours or not theirs or ours.keys() != theirs.keys():
+        return None
+    return ", ".join(f"{s} {ours[s] - theirs[s]:+.4f}" for s in ours)
 
 
 def _first_epoch_gap(results, dataset):
@@ -273,7 +282,9 @@ def markdown(results: dict, header: dict, checks: dict, plots: list[str]) -> str
     lines += ["", "## The paper's claims on our data", ""]
     for c in checks["paper"]:
         figures = ", ".join(
-            f"{k} {v:+.4f}" for k, v in c.items() if k not in ("claim", "agrees") and v is not None
+            f"{k} {v:+.4f}" if isinstance(v, float) else f"{k} ({v})"
+            for k, v in c.items()
+            if k not in ("claim", "agrees") and v is not None
         )
         verdict = {
             True: "agrees",

@@ -88,3 +88,26 @@ def test_target_gaps_pair_seeds_with_a_seeded_rival_and_use_a_baseline_as_is():
     results["synthetic"]["methods"]["mgdspr-query-only"] = _figures(0.86)  # one run only
     (target,) = report.targets(results)
     assert target["note"].startswith("gap by seed: 7 -0.0600, 8 +0.0400")
+
+
+def test_the_paper_claims_show_their_relevance_delta_seed_by_seed(tmp_path):
+    def seeded(a: float, b: float) -> dict:
+        def f(x: float) -> dict:
+            return {
+                "relevance_rate@10": (x, 0.03),
+                "recall": dict.fromkeys((10, 50, 100), (0.5, 0)),
+            }
+
+        return {**f((a + b) / 2), "seeds": {7: f(a), 8: f(b)}}
+
+    results = {
+        "crowdflower": {
+            "facts": {},
+            "methods": {"mgdspr": seeded(0.50, 0.30), "mgdspr-tau1": seeded(0.40, 0.35)},
+        }
+    }
+    (tau,) = report.paper_claims(results)
+    assert tau["agrees"] and tau["by seed"] == "7 +0.1000, 8 -0.0500"
+    assert "by seed (7 +0.1000, 8 -0.0500)" in report.markdown(
+        results, {}, {"targets": [], "paper": [tau]}, []
+    )
