@@ -28,6 +28,15 @@ def settings(tmp_path, monkeypatch) -> Settings:
     return s
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Saves a module's trained models as versions, each model's query encoder exported once
+    (tests/exported.py)."""
+    from exported import Exported
+
+    return Exported(tmp_path_factory.mktemp("encoders"))
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """ebr.cli.main (run in-process by some tests) points the root logger at the stream pytest

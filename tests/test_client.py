@@ -8,7 +8,6 @@ import sys
 import duckdb
 import pyarrow as pa
 import pytest
-from exported import Exported
 from lite_server import release
 
 from ebr.client import BEHAVIOUR_COLUMNS, Filters, RetrievalClient
@@ -52,11 +51,6 @@ def models():
         }
     )
     return [train(examples, CORPUS.select(["item_id", "title"]), CFG, seed=v) for v in (1, 2)]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return Exported(tmp_path_factory.mktemp("encoders"))
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
-from exported import Exported
 from lite_server import release
 from test_store import _build, _report
 
@@ -109,11 +108,6 @@ def model():
     """A tiny model that finds an item from 1-3 of its title words (as in test_operations)."""
     corpus = pa.table({"item_id": ITEMS, "title": [" ".join(TITLES[i]) for i in ITEMS]})
     return train(pa.Table.from_pylist(_examples(600, 0)), corpus, CFG, seed=0)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return Exported(tmp_path_factory.mktemp("encoders"))
 
 
 @pytest.fixture

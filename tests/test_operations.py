@@ -12,7 +12,6 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
-from exported import Exported
 from lite_server import release
 from test_store import _build, _report
 
@@ -69,11 +68,6 @@ def models():
         )
     examples = pa.Table.from_pylist(rows)
     return [train(examples, _corpus(), CFG, seed=seed) for seed in (0, 1)]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return Exported(tmp_path_factory.mktemp("encoders"))
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import duckdb
 import pyarrow as pa
 import pytest
 import torch
-from exported import Exported
 
 from ebr import stages
 from ebr.client import BEHAVIOUR_COLUMNS, RetrievalClient
@@ -226,11 +225,6 @@ def _prepare(settings, models, exported, milvus_uri: str):
     for version, ds in enumerate(DAYS, start=1):
         exported.save(models[version % 3], settings.models, version, ds)
     return settings
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return Exported(tmp_path_factory.mktemp("encoders"))
 
 
 @pytest.fixture
