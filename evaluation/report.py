@@ -61,8 +61,7 @@ def _int_keys(value):
 def _get(results: dict, dataset: str, method: str, metric: str, k: int | None = None):
     """(mean, se) of a metric, or None where that dataset or method was not run."""
     try:
-        value = results[dataset]["methods"][method][metric]
-        return tuple(value[k] if k is not None else value)
+        return _pick(results[dataset]["methods"][method], metric, k)
     except (KeyError, TypeError):
         return None
 
@@ -71,9 +70,15 @@ def _by_seed(results: dict, dataset: str, method: str, metric: str, k: int | Non
     """{seed: mean} of a metric where the method was trained with more than one seed, else None."""
     try:
         seeds = results[dataset]["methods"][method]["seeds"]
-        return {s: (f[metric][k] if k is not None else f[metric])[0] for s, f in seeds.items()}
+        return {s: _pick(figures, metric, k)[0] for s, figures in seeds.items()}
     except (KeyError, TypeError):
         return None
+
+
+def _pick(figures: dict, metric: str, k: int | None) -> tuple:
+    """(mean, se) of a metric in one method's (or one seed's) figures: at K where it has one."""
+    value = figures[metric]
+    return tuple(value[k] if k is not None else value)
 
 
 def _fmt(value) -> str:
