@@ -11,21 +11,20 @@ from pathlib import Path
 from ebr.query_encoder import FILE
 from training.artifact import Artifact
 from training.export import export_query_encoder
+from training.model import MGDSPR
 
 
 class Exported:
     def __init__(self, folder: Path):
         self.folder = folder
-        # id of the model -> the model (so that the id stays its own) and its exported encoder
-        self.files: dict[int, tuple[object, Path]] = {}
+        self.files: dict[MGDSPR, Path] = {}  # a model (hashed by identity) -> its encoder
 
     def save(self, artifact: Artifact, models: Path, version: int, ds: str) -> Artifact:
         """artifact.save(models, version, ds), the version's query encoder beside it."""
         saved = artifact.save(models, version, ds)
-        key = id(artifact.model)
-        if key not in self.files:
+        if artifact.model not in self.files:
             folder = self.folder / str(len(self.files))
             folder.mkdir(parents=True)
-            self.files[key] = (artifact.model, export_query_encoder(artifact.model, folder))
-        shutil.copy(self.files[key][1], saved.path / FILE)
+            self.files[artifact.model] = export_query_encoder(artifact.model, folder)
+        shutil.copy(self.files[artifact.model], saved.path / FILE)
         return saved

@@ -448,5 +448,5 @@ def test_a_rebuild_keeps_the_versions_query_encoder_and_a_retrained_version_expo
     models[1].save(ops.models, 1, DAYS[0])  # the day retrained: v1 replaced whole, no encoder
     assert not encoder.exists()
     _gated(ops, 1)
-    first = exported.files[id(models[0].model)][1]
+    first = exported.files[models[0].model]
     assert encoder.exists() and encoder.read_bytes() != first.read_bytes()
