@@ -353,12 +353,17 @@ def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):
         torch.manual_seed(0)
         return MGDSPR(model.config, model.vocabs.sizes())
 
-    # Without personalisation the item table is read by the item tower alone.
-    cfg = replace(CFG, personalised=False, epochs=2)
-    no_ids = train(examples, corpus, replace(cfg, item_id_dropout=1.0), seed=0)
-    ids = train(examples, corpus, cfg, seed=0)
-    assert torch.equal(no_ids.model.emb["item"].weight, initial(no_ids).emb["item"].weight)
-    assert not torch.equal(ids.model.emb["item"].weight, initial(ids).emb["item"].weight)
+    # Only the item tower trains the item table: the behaviour sequences read it as it is.
+    for personalised in (False, True):
+        cfg = replace(CFG, personalised=personalised, epochs=2)
+        no_ids = train(examples, corpus, replace(cfg, item_id_dropout=1.0), seed=0)
+        ids = train(examples, corpus, cfg, seed=0)
+        start = initial(no_ids).emb["item"].weight
+        assert torch.equal(no_ids.model.emb["item"].weight, start), personalised
+        assert not torch.equal(ids.model.emb["item"].weight, start), personalised
+        if personalised:  # the sequences were read all the same: their LSTM trained
+            lstm = no_ids.model.rt_lstm.weight_ih_l0
+            assert not torch.equal(lstm, initial(no_ids).rt_lstm.weight_ih_l0)
     # Every training user has an id: UNK, the row of every unseen user, trains only when ids
     # are dropped (or title queries, asked by no one, are added).
     cfg = replace(CFG, epochs=1, title_queries=0.0)
