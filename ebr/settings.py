@@ -64,9 +64,10 @@ class ModelConfig:
     # Share of items in each training step scored without their id row (title alone): the title
     # path then has to rank on its own, as it must for items no one has clicked yet.
     item_id_dropout: float = 0.0
-    # Title queries (training.title_queries) added to a day's training rows, as a share of them:
-    # pseudo-requests whose query is a few words of an item's title, so that words of items no
-    # one has clicked yet are learnt too. Not in the paper. `ebr evaluate` (docs/quality.md):
+    # Title queries (training.title_queries) added to each epoch's training rows, as a share of
+    # the day's examples, drawn afresh every epoch: pseudo-requests whose query is a few words of
+    # an item's title, so that words of items no one has clicked yet are learnt too. Not in the
+    # paper. `ebr evaluate` (docs/quality.md):
     # CrowdFlower held-out relevance@10 0.004 -> 0.18, synthetic Recall@50 0.841 -> 0.857; Best
     # Buy Recall@10 0.870 -> 0.865, within noise (0.25 and 2 in the sweep: 0.871, 0.872). A
     # share costs up to that much more training time (title-query rows carry no history).

@@ -375,10 +375,11 @@ def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):
 
 def test_title_queries_are_windows_of_titles_from_unknown_users(day):
     examples, corpus = day
-    mixed = title_queries(examples, corpus, 0.1, seed=5)
+    mixed, rounds = title_queries(examples, corpus, 0.1, seed=5)
     real, added = mixed.slice(0, examples.num_rows), mixed.slice(examples.num_rows)
     assert real.column("query").equals(examples.column("query"))
     assert added.num_rows == 60  # a tenth of 600 rows: more than the 40 items, so some twice
+    assert rounds.tolist() == [0] * 60
     counts = Counter(added.column("item_id").to_pylist())
     assert set(counts) == set(corpus["item_id"].to_pylist()) and set(counts.values()) == {1, 2}
     titles = dict(zip(corpus["item_id"].to_pylist(), corpus["title"].to_pylist()))
@@ -388,8 +389,19 @@ def test_title_queries_are_windows_of_titles_from_unknown_users(day):
             title[i : i + len(words)] == words for i in range(len(title))
         ), row
         assert row["user_id"] == "" and row["rt_items"] == [] and row["past_queries"] == []
-    assert mixed.equals(title_queries(examples, corpus, 0.1, seed=5))  # deterministic
-    assert title_queries(examples, corpus, 0.0, seed=5).num_rows == examples.num_rows
+    assert mixed.equals(title_queries(examples, corpus, 0.1, seed=5)[0])  # deterministic
+    assert title_queries(examples, corpus, 0.0, seed=5)[0].num_rows == examples.num_rows
+
+
+def test_each_round_of_title_queries_draws_items_where_the_last_left_off(day):
+    examples, corpus = day
+    mixed, rounds = title_queries(examples, corpus, 0.1, seed=5, rounds=3)
+    assert rounds.tolist() == [0] * 60 + [1] * 60 + [2] * 60
+    item_ids = np.array(mixed.column("item_id").to_pylist()[examples.num_rows :])
+    # 40 items: two rounds of 60 draw every item exactly three times, whichever way it falls.
+    assert set(Counter(item_ids[rounds < 2]).values()) == {3}
+    first, _ = title_queries(examples, corpus, 0.1, seed=5)
+    assert not mixed.slice(first.num_rows, 60).equals(first.slice(examples.num_rows))
 
 
 def test_title_queries_teach_the_words_of_items_no_one_clicked(day):

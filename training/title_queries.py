@@ -22,17 +22,26 @@ from .features import REQUEST_COLUMNS
 MAX_WORDS = 4  # real queries are short: Best Buy's have 2-3 words, titles 10 or more
 
 
-def title_queries(examples: pa.Table, corpus: pa.Table, share: float, seed: int) -> pa.Table:
-    """examples (REQUEST_COLUMNS and item_id) followed by title queries: as many as `share` of
-    the examples, on corpus items drawn at random (every item once before any item twice),
-    each query 1 to MAX_WORDS consecutive words of the item's title."""
+def title_queries(
+    examples: pa.Table, corpus: pa.Table, share: float, seed: int, rounds: int = 1
+) -> tuple[pa.Table, np.ndarray]:
+    """examples (REQUEST_COLUMNS and item_id) followed by `rounds` rounds of title queries, and
+    each title query's round. A round holds as many as `share` of the examples, on corpus items
+    drawn at random (every item once before any item twice, across rounds too), each query 1 to
+    MAX_WORDS consecutive words of the item's title.
+
+    Training takes one round an epoch: every epoch then teaches other items' words, and other
+    windows of a title, at the cost of one round."""
     columns = [*REQUEST_COLUMNS, "item_id"]
     examples = examples.select(columns)
-    n = int(share * examples.num_rows) if corpus.num_rows else 0
+    per_round = int(share * examples.num_rows) if corpus.num_rows else 0
+    n = per_round * rounds
     if n == 0:
-        return examples
+        return examples, np.zeros(0, np.int64)
     rng = np.random.default_rng(seed)
-    pick = pa.array(np.sort(np.resize(rng.permutation(corpus.num_rows), n)))
+    # Sorted within a round: takes from the corpus then read it in order.
+    drawn = np.resize(rng.permutation(corpus.num_rows), n).reshape(rounds, per_round)
+    pick = pa.array(np.sort(drawn, axis=1).ravel())
     words = text.word_lists(corpus.column("title").take(pick).combine_chunks(), limit=64)
     offsets = words.offsets.to_numpy().astype(np.int64)
     lens = np.diff(offsets)
@@ -57,5 +66,9 @@ def title_queries(examples: pa.Table, corpus: pa.Table, share: float, seed: int)
         },
         schema=schema,
     )
-    has_words = pc.greater(size, 0)  # an empty title gives no query
-    return pa.concat_tables([examples, queries.filter(pa.array(has_words))])
+    has_words = size > 0  # an empty title gives no query
+    round_of = np.arange(n) // per_round
+    return (
+        pa.concat_tables([examples, queries.filter(pa.array(has_words))]),
+        round_of[has_words],
+    )

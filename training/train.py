@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -87,8 +88,11 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     if validation is None:
         examples, validation = _hold_out(_arrow(examples), cfg)
     clicks = len(examples)
+    rounds = np.zeros(0, np.int64)  # each title query's epoch
     if cfg.title_queries > 0:
-        examples = title_queries(_arrow(examples), _arrow(corpus), cfg.title_queries, seed)
+        examples, rounds = title_queries(
+            _arrow(examples), _arrow(corpus), cfg.title_queries, seed, cfg.epochs
+        )
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
 
@@ -110,11 +114,15 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         _pretrained_words(model, vocabs.word.tokens, len(base.vocabs.word) if base else UNK + 1)
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
-    n = len(requests)
+    per_epoch = [
+        np.concatenate([np.arange(clicks), clicks + np.flatnonzero(rounds == e)])
+        for e in range(cfg.epochs)
+    ]
     log.info(
-        "training on %d examples + %d title queries (%d held out), %d items, %d parameters, %s",
+        "training on %d examples + %d title queries an epoch (%d held out), %d items, "
+        "%d parameters, %s",
         clicks,
-        n - clicks,
+        len(per_epoch[0]) - clicks,
         len(held_out.requests) if held_out else 0,
         len(items),
         _params(model),
@@ -126,7 +134,11 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     start, train_seconds = time.perf_counter(), 0.0
     for epoch in range(cfg.epochs):
         tick = time.perf_counter()
-        losses.append(_epoch(model, opts, requests, positives, items, cfg, gen, device, steps))
+        losses.append(
+            _epoch(
+                model, opts, requests, per_epoch[epoch], positives, items, cfg, gen, device, steps
+            )
+        )
         epoch_seconds = time.perf_counter() - tick
         train_seconds += epoch_seconds
         recall = held_out.recall(model, items, cfg.validation_k, device) if held_out else None
@@ -160,7 +172,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     metrics = {
         "loss_per_epoch": losses,
         "examples": clicks,  # the day's training rows, without the title queries
-        "title_queries": n - clicks,
+        "title_queries": len(per_epoch[0]) - clicks,  # an epoch
         "epochs": len(losses),  # run, at most cfg.epochs
         # The day's examples per second of training: title queries are work on top of them.
         "examples_per_s": clicks * len(losses) / train_seconds if train_seconds > 0 else 0.0,
@@ -182,6 +194,7 @@ def _epoch(
     model: MGDSPR,
     opts: list[torch.optim.Optimizer],
     requests: features.Requests,
+    rows: np.ndarray,
     positives: features.Items,
     items: features.Items,
     cfg: ModelConfig,
@@ -189,9 +202,10 @@ def _epoch(
     device: str,
     steps: _StepLog,
 ) -> float:
-    """One pass over the examples in a fresh random order; returns the mean training loss."""
-    n, n_neg = len(requests), min(cfg.sampled_negatives, len(items))
-    order = torch.randperm(n, generator=gen).tolist()
+    """One pass over the rows of requests (and positives) in a fresh random order; returns the
+    mean training loss."""
+    n, n_neg = len(rows), min(cfg.sampled_negatives, len(items))
+    order = rows[torch.randperm(n, generator=gen).numpy()].tolist()
     total = 0.0
     for i in range(0, n, cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
