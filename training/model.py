@@ -150,9 +150,7 @@ class MGDSPR(nn.Module):
         out = []
         for k, attr in enumerate(ATTRS):
             ids = b.lt[:, k]  # [B, actions, L]
-            pooled = _bag_mean(self.emb[attr], ids)
-            if attr == "item":
-                pooled = pooled.detach()  # as history: read, not trained
+            pooled = _bag_mean(self.emb[attr], ids, trained=attr != "item")  # item: see history
             out.append(attend(Q, pooled, (ids != PAD).any(-1)))
         return torch.stack(out).sum(0)
 
@@ -345,8 +343,9 @@ def _mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-def _bag_mean(table: nn.Module, ids: Tensor) -> Tensor:
-    """Mean embedding of ids [..., L] ignoring padding (zeros when all padding) -> [..., d].
+def _bag_mean(table: nn.Module, ids: Tensor, trained: bool = True) -> Tensor:
+    """Mean embedding of ids [..., L] ignoring padding (zeros when all padding) -> [..., d];
+    trained=False reads the table without training it (no gradient reaches it).
 
     Padding is dropped first (long-term lists: B x 3 x 100 positions, mostly padding) and the
     distinct ids are looked up once: the table's (sparse) gradient then has a row per distinct
@@ -360,9 +359,9 @@ def _bag_mean(table: nn.Module, ids: Tensor) -> Tensor:
     valid = flat != PAD
     counts = valid.sum(1)
     offsets = counts.cumsum(0) - counts
-    if not torch.is_grad_enabled():  # no gradient to keep small: pool straight from the table
+    if not (trained and torch.is_grad_enabled()):  # no gradient: pool straight from the table
         return F.embedding_bag(
-            flat[valid], table.get_parameter("weight"), offsets, mode="mean"
+            flat[valid], table.get_parameter("weight").detach(), offsets, mode="mean"
         ).view(*ids.shape[:-1], -1)
     distinct, local = torch.unique(flat[valid], return_inverse=True)
     pooled = F.embedding_bag(local, table(distinct), offsets, mode="mean")
