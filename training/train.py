@@ -88,9 +88,9 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     if validation is None:
         examples, validation = _hold_out(_arrow(examples), cfg)
     clicks = len(examples)
-    rounds = np.zeros(0, np.int64)  # each title query's epoch
+    round_of = np.zeros(0, np.int64)  # each title query's epoch
     if cfg.title_queries > 0:
-        examples, rounds = title_queries(
+        examples, round_of = title_queries(
             _arrow(examples), _arrow(corpus), cfg.title_queries, seed, cfg.epochs
         )
     torch.manual_seed(seed)  # model init
@@ -115,7 +115,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
     per_epoch = [
-        np.concatenate([np.arange(clicks), clicks + np.flatnonzero(rounds == e)])
+        np.concatenate([np.arange(clicks), clicks + np.flatnonzero(round_of == e)])
         for e in range(cfg.epochs)
     ]
     log.info(
