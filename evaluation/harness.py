@@ -53,6 +53,8 @@ TRAINED: dict[str, dict] = {
     "mgdspr-no-title-queries": {"title_queries": 0.0},
     # Nor the pretrained word vectors the word table starts from (training.lexicon).
     "mgdspr-random-words": {"word_init": "random"},
+    # Nor the sampled-softmax correction for the pool's click-frequency draw (off by default).
+    "mgdspr-log-q": {"sampling_correction": "log_q"},
 }
 # `ebr evaluate --sweep`: MGDSPR with one default (ModelConfig) changed at a time, trained and
 # scored like "mgdspr": the evidence behind the defaults the daily DAG trains with. Settings an

@@ -237,6 +237,29 @@ def test_loss_masks_own_positive_and_hard_negatives_switch():
     assert torch.isfinite(huge)
 
 
+def test_log_q_comes_off_every_logit_and_a_constant_changes_nothing():
+    torch.manual_seed(0)
+    B, S, d = 4, 6, 8
+    user, pos, neg = torch.randn(B, d), torch.randn(B, d), torch.randn(S, d)
+    pos_ids, neg_ids = torch.arange(B), torch.arange(B, B + S)  # all distinct: nothing masked
+    log_q = torch.rand(B + S) * 3
+    plain = ModelConfig(tau=2.0, hard_negatives=0)
+    loss = retrieval_loss(user, pos, pos_ids, neg, neg_ids, plain, log_q=log_q)
+    logits = user @ torch.cat([pos, neg]).T / 2.0 - log_q
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.arange(B)))
+    assert not torch.allclose(loss, retrieval_loss(user, pos, pos_ids, neg, neg_ids, plain))
+    # The same correction for every item shifts every logit alike, the mixed hard negatives'
+    # too (a mix of two equal corrections): the loss is the uncorrected one.
+    with_hard = ModelConfig(tau=2.0, hard_negatives=3)
+    losses = [
+        retrieval_loss(
+            user, pos, pos_ids, neg, neg_ids, with_hard, torch.Generator().manual_seed(1), q
+        )
+        for q in (None, torch.full((B + S,), 1.7))
+    ]
+    assert torch.allclose(*losses)
+
+
 def test_loss_decreases_on_tiny_problem(rows, vocabs):
     titles = ["red cafe mug", "kettle", "tea", "pot"]
     corpus = pa.table({"item_id": ["i1", "i2", "i3", "i4"], "title": titles})

@@ -21,8 +21,8 @@ from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
 from training.title_queries import title_queries
-from training.train import _Validation, train, train_day
-from training.vocab import UNK
+from training.train import _Validation, pool_log_q, train, train_day
+from training.vocab import PAD, UNK
 
 DS = "2024-03-01"
 WORDS = [f"w{k}" for k in range(60)]
@@ -300,10 +300,12 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_ITEM_IDS": "clicked",
         "EBR_USER_ID_DROPOUT": "0.25",
         "EBR_WORD_INIT": "random",
+        "EBR_SAMPLING_CORRECTION": "log_q",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
     assert m.word_init == "random" and ModelConfig().word_init == "minilm"
+    assert m.sampling_correction == "log_q" and ModelConfig().sampling_correction == "none"
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
@@ -323,10 +325,52 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     monkeypatch.setenv("EBR_WORD_INIT", "glove")
     with pytest.raises(ValueError, match="word_init"):
         load_settings()
+    monkeypatch.setenv("EBR_WORD_INIT", "random")
+    monkeypatch.setenv("EBR_SAMPLING_CORRECTION", "logq")
+    with pytest.raises(ValueError, match="sampling_correction"):
+        load_settings()
     # The pretrained vectors are 384 wide: a wider model can only start words at random.
     with pytest.raises(ValueError, match="dim must be at most 384 with word_init 'minilm'"):
         ModelConfig(dim=512)
     assert ModelConfig(dim=512, word_init="random").dim == 512
+
+
+def test_pool_log_q_counts_the_batch_draw_by_clicks_and_the_uniform_draw():
+    # Four positives: item 3 twice, item 5 once, one without an id row (PAD). A step's pool
+    # holds 2 of them and 4 uniform draws from a corpus of 8.
+    log_q = pool_log_q(np.array([3, 5, 3, PAD]), 7, batch=2, sampled=4, corpus=8)
+    expected = np.full(7, 0.5)  # 4 / 8: the uniform draw alone
+    expected[3] += 2 * 2 / 4
+    expected[5] += 2 * 1 / 4
+    assert np.allclose(log_q.exp().numpy(), expected)
+
+
+def test_log_q_gives_back_the_popular_item_what_the_batch_pool_takes(day):
+    examples, corpus = day
+    # Every query says nothing ("any") and i0 takes 60% of the clicks: the right ranking is
+    # the click shares, i0 first with 0.6 of the probability.
+    rnd = random.Random(0)
+    items = corpus["item_id"].to_pylist()
+    clicked = ["i0" if rnd.random() < 0.6 else rnd.choice(items[1:]) for _ in range(len(examples))]
+    examples = examples.set_column(
+        examples.schema.get_field_index("query"), "query", pa.array(["any"] * len(examples))
+    ).set_column(examples.schema.get_field_index("item_id"), "item_id", pa.array(clicked))
+    request = title_search(corpus).slice(0, 1)
+    request = request.set_column(
+        request.schema.get_field_index("query"), "query", pa.array(["any"])
+    )
+    share = {}
+    for correction in ("none", "log_q"):
+        cfg = replace(
+            CFG, personalised=False, title_queries=0.0, epochs=4, sampling_correction=correction
+        )
+        model = train(examples, corpus, cfg, seed=0)
+        scores = torch.from_numpy(model.encode_requests(request) @ model.encode_items(corpus).T)
+        share[correction] = torch.softmax(scores[0] / cfg.tau, 0)[0].item()
+    # In most pools i0 is another row's negative many times over: the plain softmax learns to
+    # rank it below its click share; the correction gives that back (0.48 against 0.97 here:
+    # past the share, as its copies leave its own rows' pools while its logit pays them all).
+    assert share["none"] < 0.6 < share["log_q"]
 
 
 def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):

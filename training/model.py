@@ -212,11 +212,12 @@ def retrieval_loss(
     neg_ids: Tensor,
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
+    log_q: Tensor | None = None,
 ) -> Tensor:
-    """The loss cfg.loss names: softmax_loss or hinge_loss."""
+    """The loss cfg.loss names: softmax_loss or hinge_loss (which takes no log_q)."""
     if cfg.loss == "hinge":
         return hinge_loss(user, pos, pos_ids, neg, neg_ids, cfg)
-    return softmax_loss(user, pos, pos_ids, neg, neg_ids, cfg, generator)
+    return softmax_loss(user, pos, pos_ids, neg, neg_ids, cfg, generator, log_q)
 
 
 def softmax_loss(
@@ -227,27 +228,37 @@ def softmax_loss(
     neg_ids: Tensor,
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
+    log_q: Tensor | None = None,
 ) -> Tensor:
     """Softmax cross-entropy (temperature cfg.tau) of each user against its positive.
 
     Relevance-improving hard negatives: the top-N pool items by score are mixed with the positive,
     alpha * pos + (1 - alpha) * hard, and these near-positive logits join the softmax denominator
     (cfg.hard_negatives = 0 turns them off).
+
+    log_q [B + S] (cfg.sampling_correction): the log of each pool entry's expected count in the
+    pool, the positives' then the sampled negatives', subtracted from its logit; a mixed entry
+    takes the same mix of its two items' corrections. The hard negatives are still picked by
+    score alone, as the paper picks them.
     """
     B = user.shape[0]
     pool, same = _pool(pos, pos_ids, neg, neg_ids)
     target = torch.arange(B, device=user.device)
     same[target, target] = False  # the positive itself stays
-    logits = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
+    scores = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
+    logits = scores if log_q is None else scores - log_q
     n = min(cfg.hard_negatives, pool.shape[0] - 1)
     if n > 0:
-        negatives = logits.detach().clone()
+        negatives = scores.detach().clone()
         negatives[target, target] = float("-inf")
         top, idx = negatives.topk(n, dim=1)
         lo, hi = cfg.alpha_range
         alpha = (lo + (hi - lo) * torch.rand(B, n, 1, generator=generator)).to(user.device)
         mixed = alpha * pos[:, None] + (1 - alpha) * pool[idx]  # [B, n, d]
         hard = torch.einsum("bd,bnd->bn", user, mixed) / cfg.tau
+        if log_q is not None:
+            a = alpha[..., 0]
+            hard = hard - (a * log_q[:B, None] + (1 - a) * log_q[idx])
         # Rows with fewer than n real negatives picked masked entries: drop those.
         logits = torch.cat([logits, hard.masked_fill(top.isinf(), float("-inf"))], dim=1)
     return F.cross_entropy(logits, target)

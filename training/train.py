@@ -206,6 +206,15 @@ def _epoch(
     mean training loss."""
     n, n_neg = len(rows), min(cfg.sampled_negatives, len(items))
     order = rows[torch.randperm(n, generator=gen).numpy()].tolist()
+    log_q = None
+    if cfg.loss == "softmax" and cfg.sampling_correction == "log_q":
+        log_q = pool_log_q(
+            positives.item[rows],
+            len(model.emb["item"].get_parameter("weight")),
+            min(cfg.batch_size, n),
+            n_neg,
+            len(items),
+        ).to(device)
     total = 0.0
     for i in range(0, n, cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
@@ -226,6 +235,7 @@ def _epoch(
             neg.item,
             cfg,
             gen,
+            None if log_q is None else log_q[torch.cat([pos.item, neg.item])],
         )
         for opt in opts:
             opt.zero_grad(set_to_none=True)
@@ -236,6 +246,19 @@ def _epoch(
         total += value * len(idx)
         steps.add(value, len(idx))
     return total / n
+
+
+def pool_log_q(
+    positives: np.ndarray, ids: int, batch: int, sampled: int, corpus: int
+) -> torch.Tensor:
+    """[ids]: the log of each item id's expected count in a step's softmax pool, for
+    cfg.sampling_correction "log_q". The pool is the batch's positives, drawn from the epoch's
+    (positives: their item ids), and `sampled` uniform draws from the corpus: an item is in it
+    batch * its share of the positives + sampled / corpus times. PAD (items without an id row)
+    counts the uniform draw only."""
+    counts = np.bincount(positives, minlength=ids).astype(np.float64)
+    counts[PAD] = 0
+    return torch.from_numpy(np.log(batch * counts / len(positives) + sampled / corpus)).float()
 
 
 def _drop_ids(batch: features.ItemBatch, p: float, gen: torch.Generator) -> features.ItemBatch:
