@@ -300,12 +300,12 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_ITEM_IDS": "clicked",
         "EBR_USER_ID_DROPOUT": "0.25",
         "EBR_WORD_INIT": "random",
-        "EBR_SAMPLING_CORRECTION": "log_q",
+        "EBR_SAMPLING_CORRECTION": "none",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
     assert m.word_init == "random" and ModelConfig().word_init == "minilm"
-    assert m.sampling_correction == "log_q" and ModelConfig().sampling_correction == "none"
+    assert m.sampling_correction == "none" and ModelConfig().sampling_correction == "log_q"
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
@@ -415,6 +415,12 @@ def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):
         model = train(examples, corpus, replace(cfg, user_id_dropout=p), seed=0)
         unk = model.model.emb["user"].weight[UNK]
         assert torch.equal(unk, initial(model).emb["user"].weight[UNK]) != trains, p
+    # Without personalisation there is no user id to drop: the setting changes nothing.
+    cfg = replace(cfg, personalised=False)
+    kept, dropped = (
+        train(examples, corpus, replace(cfg, user_id_dropout=p), seed=0) for p in (0, 1)
+    )
+    assert torch.equal(kept.model.emb["item"].weight, dropped.model.emb["item"].weight)
 
 
 def test_title_queries_are_windows_of_titles_from_unknown_users(day):

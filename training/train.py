@@ -220,7 +220,9 @@ def _epoch(
         idx = order[i : i + cfg.batch_size]
         sampled = torch.randint(len(items), (n_neg,), generator=gen).tolist()
         req = requests.batch(idx)
-        if cfg.user_id_dropout > 0:
+        # Without personalisation the tower reads no user id: dropping one would only move the
+        # generator, and with it every later draw.
+        if cfg.user_id_dropout > 0 and cfg.personalised:
             drop = torch.rand(len(idx), generator=gen) < cfg.user_id_dropout
             req.user[drop] = UNK
         req = req.to(device)
