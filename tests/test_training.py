@@ -301,11 +301,13 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_USER_ID_DROPOUT": "0.25",
         "EBR_WORD_INIT": "random",
         "EBR_SAMPLING_CORRECTION": "none",
+        "EBR_HARD_NEGATIVES": "16",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
     assert m.word_init == "random" and ModelConfig().word_init == "minilm"
     assert m.sampling_correction == "none" and ModelConfig().sampling_correction == "log_q"
+    assert m.hard_negatives == 16 and ModelConfig().hard_negatives == 4
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
