@@ -108,6 +108,11 @@ class ModelConfig:
     patience: int = 2
     validation_share: float = 0.1
     validation_k: int = 50
+    # The towers' arithmetic while training: "bfloat16" runs their matrix products under torch
+    # autocast (weights, optimiser state, the loss and every saved vector stay float32), which
+    # pays only where the device multiplies bfloat16 natively; "auto" picks it there (a CPU with
+    # AMX, a GPU with bfloat16) and "float32" elsewhere. Encoding and serving run float32.
+    precision: str = "auto"
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -127,6 +132,7 @@ class ModelConfig:
             ("item_ids", ("corpus", "clicked")),
             ("word_init", ("random", "minilm")),
             ("sampling_correction", ("log_q", "none")),
+            ("precision", ("auto", "float32", "bfloat16")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -250,6 +256,7 @@ def load_settings() -> Settings:
         word_init=_env("EBR_WORD_INIT", m.word_init),
         patience=int(_env("EBR_PATIENCE", str(m.patience))),
         validation_share=float(_env("EBR_VALIDATION_SHARE", str(m.validation_share))),
+        precision=_env("EBR_PRECISION", m.precision),
     )
     # Milvus Lite answers 800 queries in ~5 s at K=50, ~14 s at K=100, ~55 s at K=500 (measured):
     # K=500 is a setting away, not the default of a daily gate.

@@ -266,6 +266,31 @@ def test_best_epoch_weights_are_returned(day):
     assert recall_of(model, examples.slice(540), corpus, 3) == pytest.approx(best)
 
 
+@pytest.mark.parametrize("arithmetic", ["float32", "bfloat16"])
+def test_precision_sets_the_towers_arithmetic_and_nothing_else(day, arithmetic):
+    examples, corpus = day
+    cfg = replace(CFG, epochs=2, precision=arithmetic)
+    # The output dtype of every linear layer the towers run while training.
+    seen: set[torch.dtype] = set()
+
+    def record(module, args, output):
+        if module.training and isinstance(module, torch.nn.Linear):
+            seen.add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        model = train(examples.slice(0, 300), corpus, cfg, seed=0)
+    finally:
+        hook.remove()
+    assert seen == {getattr(torch, arithmetic)}
+    m = model.metrics
+    assert m["precision"] == arithmetic and m["loss_per_epoch"][-1] < m["loss_per_epoch"][0]
+    assert {p.dtype for p in model.model.parameters()} == {torch.float32}
+    assert model.encode_items(corpus).dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        replace(CFG, precision="float16")
+
+
 def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
     examples, corpus = day
     validation = examples.slice(500)  # 100 rows

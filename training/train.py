@@ -114,19 +114,21 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         _pretrained_words(model, vocabs.word.tokens, len(base.vocabs.word) if base else UNK + 1)
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
+    arithmetic = precision(cfg, device)
     per_epoch = [
         np.concatenate([np.arange(clicks), clicks + np.flatnonzero(round_of == e)])
         for e in range(cfg.epochs)
     ]
     log.info(
         "training on %d examples + %d title queries an epoch (%d held out), %d items, "
-        "%d parameters, %s",
+        "%d parameters, %s, %s",
         clicks,
         len(per_epoch[0]) - clicks,
         len(held_out.requests) if held_out else 0,
         len(items),
         _params(model),
         device,
+        arithmetic,
     )
 
     steps = _StepLog(log_every)
@@ -136,7 +138,17 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         tick = time.perf_counter()
         losses.append(
             _epoch(
-                model, opts, requests, per_epoch[epoch], positives, items, cfg, gen, device, steps
+                model,
+                opts,
+                requests,
+                per_epoch[epoch],
+                positives,
+                items,
+                cfg,
+                gen,
+                device,
+                getattr(torch, arithmetic),
+                steps,
             )
         )
         epoch_seconds = time.perf_counter() - tick
@@ -178,6 +190,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         "examples_per_s": clicks * len(losses) / train_seconds if train_seconds > 0 else 0.0,
         "seconds": seconds,
         "params": _params(model),
+        "precision": arithmetic,  # the towers' arithmetic while training (cfg.precision resolved)
         "vocab_sizes": vocabs.sizes(),
         "validation_examples": len(held_out.requests) if held_out else 0,
         "validation_recall_per_epoch": recalls,  # Recall@cfg.validation_k; empty without validation
@@ -200,6 +213,7 @@ def _epoch(
     cfg: ModelConfig,
     gen: torch.Generator,
     device: str,
+    dtype: torch.dtype,
     steps: _StepLog,
 ) -> float:
     """One pass over the rows of requests (and positives) in a fresh random order; returns the
@@ -228,12 +242,18 @@ def _epoch(
         req = req.to(device)
         pos = positives.batch(idx).to(device)
         neg = items.batch(sampled).to(device)
-        user = model.user_tower(req)
+        # The towers' forward (and so their backward) in `dtype`'s arithmetic: see precision().
+        with torch.autocast(torch.device(device).type, dtype, enabled=dtype != torch.float32):
+            user = model.user_tower(req)
+            pos_vecs = model.item_tower(_drop_ids(pos, cfg.item_id_dropout, gen))
+            neg_vecs = model.item_tower(_drop_ids(neg, cfg.item_id_dropout, gen))
+        # The loss in float32: bfloat16 keeps 8 bits of mantissa, so logits near 30 would be
+        # rounded to 0.25, coarser than the gaps between hard negatives.
         loss = retrieval_loss(
-            user,
-            model.item_tower(_drop_ids(pos, cfg.item_id_dropout, gen)),
+            user.float(),
+            pos_vecs.float(),
             pos.item,
-            model.item_tower(_drop_ids(neg, cfg.item_id_dropout, gen)),
+            neg_vecs.float(),
             neg.item,
             cfg,
             gen,
@@ -248,6 +268,17 @@ def _epoch(
         total += value * len(idx)
         steps.add(value, len(idx))
     return total / n
+
+
+def precision(cfg: ModelConfig, device: str) -> str:
+    """cfg.precision with "auto" resolved for device: bfloat16 where its matrix units take it."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if torch.device(device).type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = bool(torch.cpu.get_capabilities().get("amx_bf16"))
+    return "bfloat16" if native else "float32"
 
 
 def pool_log_q(
