@@ -17,21 +17,25 @@ def matmul_flops(n: int = 1024, windows: int = 12, window_s: float = 0.25) -> di
     """float32 n x n matrix products on torch's default threads, timed in short windows: the
     best window is the machine's limit the encoder and training are compared with (a square
     product of this size is BLAS at its best; on a shared CPU the other windows lose time to
-    other processes), the median what this run typically got."""
+    other processes), the median what this run typically got. The same for bfloat16 under
+    "bfloat16": the limit of training that runs its towers in it (ModelConfig.precision)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: thread pool and caches
-    rates = []
-    for _ in range(windows):
-        done, tick = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - tick) < window_s:
-            a @ b
-            done += 1
-        rates.append(2 * n**3 * done / elapsed)
+    def rates(dtype: torch.dtype) -> dict:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b  # warm-up: thread pool and caches
+        seen = []
+        for _ in range(windows):
+            done, tick = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - tick) < window_s:
+                a @ b
+                done += 1
+            seen.append(2 * n**3 * done / elapsed)
+        return {"flops_per_s": max(seen), "median_flops_per_s": float(np.median(seen))}
+
     return {
-        "flops_per_s": max(rates),
-        "median_flops_per_s": float(np.median(rates)),
+        **rates(torch.float32),
+        "bfloat16": rates(torch.bfloat16),
         "n": n,
         "threads": torch.get_num_threads(),
     }

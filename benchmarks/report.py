@@ -84,10 +84,13 @@ def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
     return {}
 
 
-def matmul_limit(result: dict) -> float:
-    """The machine's measured matrix-multiply FLOP/s: the better of the run's two measurements
-    (before and after; the CPU is shared, so the lower one is contention)."""
-    return max(result["matmul_before"]["flops_per_s"], result["matmul_after"]["flops_per_s"])
+def matmul_limit(result: dict, precision: str = "float32") -> float:
+    """The machine's measured matrix-multiply FLOP/s in `precision`: the better of the run's two
+    measurements (before and after; the CPU is shared, so the lower one is contention)."""
+    runs = [result["matmul_before"], result["matmul_after"]]
+    if precision != "float32":
+        runs = [run[precision] for run in runs]
+    return max(run["flops_per_s"] for run in runs)
 
 
 def training_flops(result: dict) -> dict | None:
@@ -101,11 +104,15 @@ def training_flops(result: dict) -> dict | None:
         return None
     cfg = ModelConfig.from_json(result["model"])
     per_example = flops_per_example(cfg, lengths)
-    rate = result["days"][-1]["stages"]["train"]["examples_per_s"]
+    train = result["days"][-1]["stages"]["train"]
+    # Runs from before ModelConfig.precision trained in float32.
+    precision = train.get("precision", "float32")
+    rate = train["examples_per_s"]
     return {
         "flops_per_example": per_example,
         "flops_per_s": rate * per_example,
-        "share_of_matmul": rate * per_example / matmul_limit(result),
+        "precision": precision,
+        "share_of_matmul": rate * per_example / matmul_limit(result, precision),
     }
 
 
@@ -203,7 +210,8 @@ def targets(results: dict) -> list[dict]:
                 True,
                 t
                 and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
-                f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s",
+                f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
+                f"against the {t['precision']} matrix-multiply rate",
             )
         )
         rows.append(_gate_10k(p, last["stages"]["gate"]))
@@ -469,7 +477,14 @@ def markdown(results: dict, header: dict, derived: dict, plots: list[str]) -> st
 
 
 def _gflops(matmul: dict) -> str:
-    return f"{matmul['flops_per_s'] / 1e9:.1f} ({matmul['median_flops_per_s'] / 1e9:.1f}) GFLOP/s"
+    text = f"{matmul['flops_per_s'] / 1e9:.1f} ({matmul['median_flops_per_s'] / 1e9:.1f}) GFLOP/s"
+    if "bfloat16" in matmul:  # measured since ModelConfig.precision
+        bf16 = matmul["bfloat16"]
+        text += (
+            f" float32, {bf16['flops_per_s'] / 1e9:.1f} ({bf16['median_flops_per_s'] / 1e9:.1f}) "
+            "bfloat16"
+        )
+    return text
 
 
 def _stage_table(profile: str, result: dict) -> list[str]:
@@ -546,7 +561,8 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
         "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
         "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
         "FLOPs per example (training/flops.py, at the day's measured padded lengths) over the "
-        "same FLOP/s. Scratch: one training from scratch on every day so far against the "
+        "matrix-multiply FLOP/s of the arithmetic its towers ran in (float32, or bfloat16 under "
+        "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch on every day so far against the "
         "train stage's warm-started day (wall, process start-up included in both).",
     ]
     return lines

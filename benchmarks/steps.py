@@ -113,7 +113,15 @@ def train(ds: str, settings: Settings, sample: int | None) -> dict:
         "sample": sample,
         **{
             k: metrics[k]
-            for k in ("examples", "epochs", "examples_per_s", "seconds", "params", "best_epoch")
+            for k in (
+                "examples",
+                "epochs",
+                "examples_per_s",
+                "seconds",
+                "params",
+                "best_epoch",
+                "precision",
+            )
         },
     }
 

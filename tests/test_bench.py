@@ -56,6 +56,10 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     for key in ("ann_speedup_over_exact", "encode_share_of_limit", "scratch_over_incremental"):
         assert ratios[key] > 0, key
     assert ratios["training"]["share_of_matmul"] > 0 and ratios["scratch_days"] == 2
+    # Training is compared with the matrix-multiply rate of the arithmetic it ran in.
+    trained_in = tiny["days"][-1]["stages"]["train"]["precision"]
+    assert ratios["training"]["precision"] == trained_in in ("float32", "bfloat16")
+    assert tiny["matmul_before"]["bfloat16"]["flops_per_s"] > 0
     latency = tiny["baselines"]["latency"]
     assert 0 < latency["single"]["p50_ms"] <= latency["single"]["p99_ms"]
     assert 0 < latency["batched"]["p50_ms"] <= latency["batched"]["p99_ms"]
