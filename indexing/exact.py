@@ -11,6 +11,10 @@ import numpy as np
 # Floats per block of scores (512 MB): each block reads every item vector once, so fewer, wider
 # blocks ran 2,000 queries over 202k items ~25% faster than 128 MB ones on 2 cores.
 SCORES = 1 << 27
+# Consecutive items per group of the two-level top-k (_top_k). Top-100 of a 512 MB block on 2
+# cores: over 1M items 0.11 s at 64 (0.14 at 32 and 128) against 0.35 s for torch.topk over
+# whole rows; over 202k 0.26-0.29 s at 32-64 against 0.47-0.51 s.
+GROUP = 64
 
 
 def top_k(
@@ -34,10 +38,35 @@ def top_k(
     )
     for lo in range(0, len(query_vecs), block):
         q = torch.as_tensor(np.asarray(query_vecs[lo : lo + block], np.float32)).to(device)
-        top = torch.topk(torch.matmul(q, items.T, out=buffer[: len(q)]), k, dim=1)
-        rows.append(top.indices.cpu().numpy())
-        scores.append(top.values.cpu().numpy())
+        values, indices = _top_k(torch.matmul(q, items.T, out=buffer[: len(q)]), k)
+        rows.append(indices.cpu().numpy())
+        scores.append(values.cpu().numpy())
     return np.concatenate(rows), np.concatenate(scores)
+
+
+def _top_k(scores, k: int):
+    """torch.topk(scores, k, dim=1) (values, indices; best first) in two levels: the maxima of
+    each row's groups of GROUP consecutive entries, the k groups with the highest, then the
+    top k of those groups' entries only. The same entries: a group outside the k highest has k
+    groups above it whose maxima all beat its every entry, so none of its entries is in the top
+    k. Torch's top-k reads a whole row per query; the maxima are one vectorised pass."""
+    import torch
+
+    n = scores.shape[1]
+    whole = n // GROUP * GROUP  # the last n % GROUP entries join the candidates as they are
+    if whole // GROUP <= k:
+        return torch.topk(scores, k, dim=1)
+    grouped = scores[:, :whole].view(len(scores), whole // GROUP, GROUP)
+    best = grouped.amax(-1).topk(k, dim=1).indices  # [rows, k] groups
+    within = torch.arange(GROUP, device=scores.device)
+    candidates = grouped.gather(1, best[..., None].expand(-1, -1, GROUP)).flatten(1)
+    columns = (best[..., None] * GROUP + within).flatten(1)
+    if whole < n:
+        tail = torch.arange(whole, n, device=scores.device).expand(len(scores), -1)
+        candidates = torch.cat([candidates, scores[:, whole:]], dim=1)
+        columns = torch.cat([columns, tail], dim=1)
+    top = candidates.topk(k, dim=1)
+    return top.values, columns.gather(1, top.indices)
 
 
 def exact_top_k(

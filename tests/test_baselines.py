@@ -84,6 +84,26 @@ def test_exact_top_k_orders_by_inner_product(monkeypatch):
     assert exact_top_k(queries[:1], items, ["x", "y", "z"], 10) == [["x", "z", "y"]]
 
 
+def test_exact_top_k_in_two_levels_is_torch_topk(monkeypatch):
+    import torch
+
+    rng = np.random.default_rng(0)
+    # 1,003 items: 15 whole groups of 64 and a tail of 43; the winners crowd into few groups.
+    items = rng.standard_normal((1003, 8)).astype(np.float32)
+    items[130:140] *= 5  # ten strong items in group 2
+    items[1000:] *= 4  # three in the tail
+    queries = rng.standard_normal((50, 8)).astype(np.float32)
+    for k in (1, 10, 14):
+        rows, scores = exact.top_k(queries, items, k, device="cpu")
+        want = torch.topk(torch.from_numpy(queries @ items.T), k, dim=1)
+        np.testing.assert_array_equal(rows, want.indices.numpy())
+        np.testing.assert_allclose(scores, want.values.numpy(), rtol=1e-5)
+    # With no more groups than k it is torch.topk itself.
+    monkeypatch.setattr(exact, "GROUP", 100)
+    rows, _ = exact.top_k(queries, items, 10, device="cpu")
+    np.testing.assert_array_equal(rows, torch.topk(torch.from_numpy(queries @ items.T), 10).indices)
+
+
 def test_minilm_puts_synonyms_closer_than_unrelated_titles():
     corpus = pa.table({"item_id": ["hose", "pc"], "title": ["garden hose", "notebook pc"]})
     ranker = MiniLM()
