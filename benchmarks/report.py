@@ -562,8 +562,9 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
         "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
         "FLOPs per example (training/flops.py, at the day's measured padded lengths) over the "
         "matrix-multiply FLOP/s of the arithmetic its towers ran in (float32, or bfloat16 under "
-        "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch on every day so far against the "
-        "train stage's warm-started day (wall, process start-up included in both).",
+        "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch "
+        "on every day so far against the train stage's warm-started day (wall, process start-up "
+        "included in both).",
     ]
     return lines
 
