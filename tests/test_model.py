@@ -12,6 +12,7 @@ from torch import nn
 from ebr.query_encoder import load_query_encoder
 from ebr.settings import ModelConfig
 from training import features
+from training import model as model_module
 from training.artifact import Artifact
 from training.export import export_query_encoder
 from training.features import LT_COLUMNS
@@ -19,6 +20,7 @@ from training.model import (
     MGDSPR,
     _bag_mean,
     _first_output,
+    _length_groups,
     _pre_norm_layer,
     _self_attention,
     attend,
@@ -164,14 +166,56 @@ def test_empty_history_contributes_nothing(rows, vocabs):
     assert attend(q, -2 * torch.ones(1, 3, 4), torch.ones(1, 3, dtype=torch.bool)).abs().max() < 0.2
 
 
-def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
-    """Length groups, the [CLS]-only fusion and pooling over distinct ids only skip work."""
+def test_length_groups_hold_each_row_with_history_once_and_their_cost_sets_how_many(monkeypatch):
+    lengths = np.array([0, 5, 1, 0, 100, 5, 2, 100, 1])
+    # Padded, one group is 7 x 100 positions; two, 5 x 5 + 2 x 100: 225 more than three's.
+    assert [g.tolist() for g in _length_groups(lengths)] == [[2, 8, 6, 1, 5], [4, 7]]
+    monkeypatch.setattr(model_module, "GROUP_COST", 0)  # then each length is a group
+    assert [g.tolist() for g in _length_groups(lengths)] == [[2, 8], [6], [1, 5], [4, 7]]
+    monkeypatch.setattr(model_module, "GROUP_COST", 10**6)
+    assert [g.tolist() for g in _length_groups(lengths)] == [[2, 8, 6, 1, 5, 4, 7]]
+    assert _length_groups(np.zeros(3, np.int64)) == []
+
+
+def test_length_groups_compute_what_one_run_computes_values_and_gradients(vocabs, monkeypatch):
+    monkeypatch.setattr(model_module, "GROUP_COST", 0)  # a group for each length
+    items = [f"i{k}" for k in range(1, 10)]
+    table = request_table(
+        [
+            {"user_id": "u1", "query": "red mug", "rt_items": items[:n], "st_items": items[9 - m :]}
+            for n, m in ((0, 2), (1, 0), (3, 6), (6, 1), (1, 2), (0, 0))
+        ]
+    )
+    b = features.requests(table, vocabs, CFG, grow=False).batch(list(range(6)))
     model = model_for(vocabs)
-    b = features.requests(rows, vocabs, CFG, grow=False).batch([0, 1, 1, 0, 1])  # 3 groups
+    for grouped, plain, ids in (
+        (model.real_time, model._real_time, b.rt),
+        (model.short_term, model._short_term, b.st),
+    ):
+        Q = model.query_unit(b).detach().requires_grad_()
+        model.zero_grad()
+        ours = grouped(b, Q)
+        ours.square().sum().backward()
+        grads = [
+            Q.grad.clone(),
+            *(p.grad.clone() for p in model.parameters() if p.grad is not None),
+        ]
+        Q.grad = None
+        model.zero_grad()
+        theirs = plain(ids, Q)
+        theirs.square().sum().backward()
+        assert torch.allclose(ours, theirs, atol=1e-6)
+        assert ours[(ids == PAD).all(1)].abs().max() == 0  # no history: zeros, never run
+        expected = [Q.grad, *(p.grad for p in model.parameters() if p.grad is not None)]
+        assert len(grads) == len(expected) > 1
+        assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(grads, expected, strict=True))
+
+
+def test_shortcuts_compute_what_the_plain_layers_compute(rows, vocabs):
+    """The [CLS]-only fusion and pooling over distinct ids only skip work."""
+    model = model_for(vocabs)
+    b = features.requests(rows, vocabs, CFG, grow=False).batch([0, 1, 1, 0, 1])
     with torch.no_grad():
-        Q = model.query_unit(b)
-        assert torch.allclose(model.real_time(b, Q), model._real_time(b.rt, Q), atol=1e-6)
-        assert torch.allclose(model.short_term(b, Q), model._short_term(b.st, Q), atol=1e-6)
         x = torch.randn(3, fusion_tokens(CFG), CFG.dim)
         assert torch.allclose(_first_output(model.fusion, x), model.fusion(x)[:, 0], atol=1e-5)
         table, ids = model.emb["shop"], b.lt[:, 1]  # [B, actions, L]
