@@ -46,7 +46,7 @@ TRAINED: dict[str, dict] = {
     "mgdspr": {},
     "mgdspr-words-only": {"query_unit": "words"},
     "mgdspr-query-only": {"personalised": False},
-    "mgdspr-tau1": {"tau": 1.0},
+    "mgdspr-tau2": {"tau": 2.0},  # the paper's temperature; the default is 1
     "mgdspr-no-hard-negatives": {"hard_negatives": 0},
     "mgdspr-hinge": {"loss": "hinge"},
     # Not one of the paper's parts: the title queries this project adds (training.title_queries).
@@ -77,7 +77,7 @@ SWEEP: dict[str, dict] = {
     "title queries 2": {"title_queries": 2.0},
 }
 SWEPT_ABLATIONS = {
-    "tau 1": "mgdspr-tau1",
+    "tau 2": "mgdspr-tau2",
     "hard negatives 0": "mgdspr-no-hard-negatives",
     "title queries 0": "mgdspr-no-title-queries",
     "random word init": "mgdspr-random-words",

@@ -103,10 +103,12 @@ def test_the_paper_claims_show_their_relevance_delta_seed_by_seed(tmp_path):
     results = {
         "crowdflower": {
             "facts": {},
-            "methods": {"mgdspr": seeded(0.50, 0.30), "mgdspr-tau1": seeded(0.40, 0.35)},
+            # The defaults train at tau 1, the variant at the paper's 2: the claim is about 2.
+            "methods": {"mgdspr": seeded(0.40, 0.35), "mgdspr-tau2": seeded(0.50, 0.30)},
         }
     }
     (tau,) = report.paper_claims(results)
+    assert tau["relevance_rate@10 delta (crowdflower)"] == pytest.approx(0.025)  # 2 minus 1
     assert tau["agrees"] and tau["by seed"] == "7 +0.1000, 8 -0.0500"
     assert "by seed (7 +0.1000, 8 -0.0500)" in report.markdown(
         results, {}, {"targets": [], "paper": [tau]}, []

@@ -70,7 +70,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     }.items():
         monkeypatch.setenv(name, value)
     methods = ["popularity", "memorisation", "bm25", "mgdspr", "mgdspr-query-only"]
-    monkeypatch.setattr(harness, "SWEEP", {"tau 1": {"tau": 1.0}})  # one setting: time
+    monkeypatch.setattr(harness, "SWEEP", {"tau 2": {"tau": 2.0}})  # one setting: time
     cli.main(
         [
             "evaluate",
@@ -109,9 +109,9 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
             recall = {int(k): v[0] for k, v in method["recall"].items()}
             assert all(0 <= r <= 1 for r in recall.values()), (dataset, name)
             assert recall[10] <= recall[50] <= recall[100], (dataset, name)  # monotone in K
-        # The sweep trains on mgdspr's rows with its one change: tau 1 has other losses.
+        # The sweep trains on mgdspr's rows with its one change: tau 2 has other losses.
         swept, default = (
-            result["sweep"]["tau 1"]["training"],
+            result["sweep"]["tau 2"]["training"],
             result["methods"]["mgdspr"]["training"],
         )
         assert swept["examples"] == default["examples"]
@@ -134,7 +134,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     md = (out / "report.md").read_text()
     assert "## Targets" in md and "| mgdspr |" in md
     assert "the true brand preference adds" in md  # the synthetic target's headroom
-    assert md.count("defaults sweep") == 3 and "| tau 1 |" in md and "| defaults (mgdspr) |" in md
+    assert md.count("defaults sweep") == 3 and "| tau 2 |" in md and "| defaults (mgdspr) |" in md
     for dataset in results:
         assert (out / f"recall_{dataset}.png").stat().st_size > 1000
     assert "report:" in capsys.readouterr().out
