@@ -168,7 +168,8 @@ def test_empty_history_contributes_nothing(rows, vocabs):
 
 def test_length_groups_hold_each_row_with_history_once_and_their_cost_sets_how_many(monkeypatch):
     lengths = np.array([0, 5, 1, 0, 100, 5, 2, 100, 1])
-    # Padded, one group is 7 x 100 positions; two, 5 x 5 + 2 x 100: 225 more than three's.
+    # At GROUP_COST 300, one group costs 300 + 7 x 100; two 600 + 5 x 5 + 2 x 100, the least;
+    # three 900 + 3 x 2 + 2 x 5 + 2 x 100.
     assert [g.tolist() for g in _length_groups(lengths)] == [[2, 8, 6, 1, 5], [4, 7]]
     monkeypatch.setattr(model_module, "GROUP_COST", 0)  # then each length is a group
     assert [g.tolist() for g in _length_groups(lengths)] == [[2, 8], [6], [1, 5], [4, 7]]
