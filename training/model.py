@@ -331,11 +331,11 @@ def _by_length(branch, ids: Tensor, Q: Tensor) -> Tensor:
     """
     if torch.compiler.is_exporting():  # lengths are data: the exported graph runs one group
         return branch(ids, Q)
-    lengths = (ids != PAD).sum(1)
+    lengths = (ids != PAD).sum(1).cpu().numpy()  # one transfer: groups are cut on the host
     out = torch.zeros(Q.shape, device=Q.device)  # attend's output: float32 under autocast too
-    for group in _length_groups(lengths.cpu().numpy()):
+    for group in _length_groups(lengths):
         rows = torch.from_numpy(group).to(ids.device)
-        out[rows] = branch(ids[rows, : int(lengths[rows[-1]])], Q[rows])
+        out[rows] = branch(ids[rows, : lengths[group[-1]]], Q[rows])
     return out
 
 
