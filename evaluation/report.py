@@ -177,15 +177,15 @@ def paper_claims(results: dict) -> list[dict]:
     """The paper: tau > 1 and hard negatives raise relevance at a small recall cost; softmax
     beats hinge in recall and in convergence speed. Each compared on our figures."""
     claims = []
-    # sign: +1 where MGDSPR's defaults hold the claim's setting (hard negatives), -1 where the
-    # variant holds it (tau 2: the defaults train at tau 1); each delta is then claim minus other.
-    for name, other, sign in (
-        ("tau = 2 vs tau = 1", "mgdspr-tau2", -1),
-        ("hard-negative mixing vs none", "mgdspr-no-hard-negatives", 1),
+    # Each delta is the method with the claim's setting minus the one without: for tau the
+    # variant holds it (the defaults train at tau 1), for hard negatives the defaults do.
+    for name, ours, theirs in (
+        ("tau = 2 vs tau = 1", "mgdspr-tau2", "mgdspr"),
+        ("hard-negative mixing vs none", "mgdspr", "mgdspr-no-hard-negatives"),
     ):
-        rel = _signed(sign, _delta(results, "crowdflower", other, "relevance_rate@10", None))
+        rel = _delta(results, "crowdflower", ours, theirs, "relevance_rate@10", None)
         recalls = {
-            d: _signed(sign, _delta(results, d, other, "recall", RECALL_K))
+            d: _delta(results, d, ours, theirs, "recall", RECALL_K)
             for d in ("bestbuy", "crowdflower")
         }
         if rel is None and all(v is None for v in recalls.values()):
@@ -196,13 +196,13 @@ def paper_claims(results: dict) -> list[dict]:
                 "claim": f"{name}: relevance up, small recall cost",
                 "relevance_rate@10 delta (crowdflower)": rel,
                 "by seed": _delta_by_seed(
-                    results, "crowdflower", other, "relevance_rate@10", sign=sign
+                    results, "crowdflower", ours, theirs, "relevance_rate@10"
                 ),
                 **{f"Recall@{RECALL_K} delta ({d})": v for d, v in recalls.items()},
                 "agrees": agrees,
             }
         )
-    rec = {d: _delta(results, d, "mgdspr-hinge", "recall", RECALL_K) for d in results}
+    rec = {d: _delta(results, d, "mgdspr", "mgdspr-hinge", "recall", RECALL_K) for d in results}
     rec = {d: v for d, v in rec.items() if v is not None}
     if rec:
         speed = {d: _first_epoch_gap(results, d) for d in rec}
@@ -218,25 +218,17 @@ def paper_claims(results: dict) -> list[dict]:
     return claims
 
 
-def _delta(results, dataset, other, metric, k):
-    ours, theirs = (
-        _get(results, dataset, "mgdspr", metric, k),
-        _get(results, dataset, other, metric, k),
-    )
-    return None if ours is None or theirs is None else ours[0] - theirs[0]
+def _delta(results, dataset, ours, theirs, metric, k):
+    a, b = (_get(results, dataset, m, metric, k) for m in (ours, theirs))
+    return None if a is None or b is None else a[0] - b[0]
 
 
-def _signed(sign: int, delta: float | None) -> float | None:
-    return None if delta is None else sign * delta
-
-
-def _delta_by_seed(results, dataset, other, metric, k=None, sign: int = 1) -> str | None:
-    """MGDSPR minus the variant (times sign) seed by seed, where both trained with the same
-    seeds."""
-    ours, theirs = (_by_seed(results, dataset, m, metric, k) for m in ("mgdspr", other))
-    if not ours or not theirs or ours.keys() != theirs.keys():
+def _delta_by_seed(results, dataset, ours, theirs, metric, k=None) -> str | None:
+    """ours minus theirs seed by seed, where both trained with the same seeds."""
+    a, b = (_by_seed(results, dataset, m, metric, k) for m in (ours, theirs))
+    if not a or not b or a.keys() != b.keys():
         return None
-    return ", ".join(f"{s} {sign * (ours[s] - theirs[s]):+.4f}" for s in ours)
+    return ", ".join(f"{s} {a[s] - b[s]:+.4f}" for s in a)
 
 
 def _first_epoch_gap(results, dataset):
