@@ -44,7 +44,7 @@ def build_collection(ds: str, artifact: Artifact, settings: Settings) -> str:
             "select item_id, title, leaf_category, top_category, brand, shop, price "
             "from mart_item_corpus where ds = ? order by item_id",
             params=[ds],
-        ).fetch_record_batch(ENCODE_BATCH)
+        ).to_arrow_reader(ENCODE_BATCH)
         with store.connect(settings) as client:
             store.create(client, name, artifact.dim)
             bound = artifact.model.item_norm_bound()
