@@ -127,7 +127,7 @@ def encoding_split(settings: Settings, sample: int) -> dict:
         for batch in batches:
             artifact.model.item_tower(batch)
     forward_s = time.perf_counter() - tick
-    d, title = artifact.dim, float(np.mean([b.title.shape[1] for b in batches]))
+    d, title = artifact.dim, len(rows.title.values) / len(rows)
     # item-id row + tanh(W mean(title words)): the pooling adds, the d x d projection, the sum
     flops = title * d + 2 * d * d + d
     return {
@@ -135,14 +135,15 @@ def encoding_split(settings: Settings, sample: int) -> dict:
         "featurise_items_per_s": len(rows) / featurise_s,
         "forward_items_per_s": len(rows) / forward_s,
         "flops_per_item": flops,
-        "padded_title_words": title,
+        "title_words": title,
     }
 
 
 def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     """Mean padded length of each sequence the model reads in training, as training batches
-    them (random batches of batch_size, padded to their longest row), over `sample` of the day's
-    examples spread over the day: the lengths training/flops.py counts FLOPs with."""
+    them (random batches of batch_size, padded to their longest row; titles are not padded:
+    their mean length), over `sample` of the day's examples spread over the day: the lengths
+    training/flops.py counts FLOPs with."""
     import torch
 
     from training import features
@@ -183,8 +184,8 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
         share = cfg.sampled_negatives / cfg.batch_size
         titles.append(
             (
-                positives.batch(idx).title.shape[1]
-                + share * items.batch(negatives.tolist()).title.shape[1]
+                len(positives.batch(idx).words) / len(idx)
+                + share * len(items.batch(negatives.tolist()).words) / len(negatives)
             )
             / (1 + share)
         )

@@ -80,6 +80,10 @@ def test_vocab_grows_appends_and_round_trips():
     assert v.item.encode(["a", "new"], grow=False) == [2, UNK]
     assert v.brand.add("") == UNK  # "" brand is unknown, not a token
     assert len(v.item) == 4 and v.sizes()["item"] == 4
+    tokens = pa.array(["b", "", None, "new", "a", "b"])
+    assert v.item.lookup(tokens).tolist() == [3, UNK, UNK, UNK, 2, 3]
+    v.item.add("new")  # the Arrow copy of the tokens follows the growth
+    assert v.item.lookup(tokens).tolist() == [3, UNK, UNK, 4, 2, 3]
     back = Vocabs.from_json(v.to_json())
     assert back.to_json() == v.to_json() and back.sizes() == v.sizes()
     assert Vocab(["<pad>"]).get("<pad>") == 2  # reserved ids are not reachable by name
@@ -125,6 +129,35 @@ def test_shapes_of_every_branch(rows, vocabs):
     corpus = pa.table({"item_id": ["i1", "i2", "i3"], "title": ["red mug", "tea", ""]})
     items = features.items(corpus, v, CFG, grow=True)
     assert model_for(v).item_tower(items.batch([0, 1, 2])).shape == (3, d)
+
+
+def test_item_tower_pools_each_ragged_title_over_its_own_words_values_and_gradients():
+    """id row + tanh(W mean(title word rows)): an unpadded title pools exactly its own words,
+    repeats counted, and an empty title pools to zero; the word table's gradient follows."""
+    v = Vocabs()
+    titles = ["red mug red", "", "tea", "blue tea pot set"]
+    corpus = pa.table({"item_id": ["i1", "i2", "i3", "i4"], "title": titles})
+    items = features.items(corpus, v, CFG, grow=True)
+    model = model_for(v).train()
+    rows = [3, 1, 0, 2, 0]
+    ours = model.item_tower(items.batch(rows))
+    ours.square().sum().backward()
+    word = model.emb["word"].get_parameter("weight")
+    grad = word.grad.to_dense() if word.grad.is_sparse else word.grad.clone()
+    model.zero_grad()
+    means = [
+        word[v.word.encode(titles[r].split(), grow=False)].mean(0)
+        if titles[r]
+        else torch.zeros(CFG.dim)
+        for r in rows
+    ]
+    item = model.emb["item"](torch.tensor(items.item[rows], dtype=torch.int64))
+    theirs = item + torch.tanh(model.title_proj(torch.stack(means)))
+    theirs.square().sum().backward()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert grad[v.word.get("red")].abs().sum() > 0
+    expected = word.grad.to_dense() if word.grad.is_sparse else word.grad
+    assert torch.allclose(grad, expected, atol=1e-6)
 
 
 def test_item_norm_bound_holds_for_every_item_also_with_saturating_weights():

@@ -171,7 +171,7 @@ class MGDSPR(nn.Module):
     # --- item tower -------------------------------------------------------------------------
 
     def item_tower(self, b: ItemBatch) -> Tensor:
-        title = _bag_mean(self.emb["word"], b.title)
+        title = _bags_mean(self.emb["word"], b.words, b.offsets)
         return self.emb["item"](b.item) + torch.tanh(self.title_proj(title))
 
     @torch.no_grad()
@@ -405,14 +405,18 @@ def _bag_mean(table: nn.Module, ids: Tensor, trained: bool = True) -> Tensor:
     flat = ids.reshape(-1, ids.shape[-1])
     valid = flat != PAD
     counts = valid.sum(1)
-    offsets = counts.cumsum(0) - counts
+    return _bags_mean(table, flat[valid], counts.cumsum(0) - counts, trained).view(
+        *ids.shape[:-1], -1
+    )
+
+
+def _bags_mean(table: nn.Module, ids: Tensor, offsets: Tensor, trained: bool = True) -> Tensor:
+    """Mean embedding of each bag ids[offsets[k] : offsets[k + 1]] -> [bags, d], zeros for an
+    empty bag; see _bag_mean."""
     if not (trained and torch.is_grad_enabled()):  # no gradient: pool straight from the table
-        return F.embedding_bag(
-            flat[valid], table.get_parameter("weight").detach(), offsets, mode="mean"
-        ).view(*ids.shape[:-1], -1)
-    distinct, local = torch.unique(flat[valid], return_inverse=True)
-    pooled = F.embedding_bag(local, table(distinct), offsets, mode="mean")
-    return pooled.view(*ids.shape[:-1], -1)
+        return F.embedding_bag(ids, table.get_parameter("weight").detach(), offsets, mode="mean")
+    distinct, local = torch.unique(ids, return_inverse=True)
+    return F.embedding_bag(local, table(distinct), offsets, mode="mean")
 
 
 def _self_attention(

@@ -10,7 +10,7 @@ import copy
 import logging
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +301,7 @@ def _drop_ids(batch: features.ItemBatch, p: float, gen: torch.Generator) -> feat
     if p == 0:
         return batch
     drop = (torch.rand(len(batch.item), generator=gen) < p).to(batch.item.device)
-    return features.ItemBatch(batch.item.masked_fill(drop, PAD), batch.title)
+    return replace(batch, item=batch.item.masked_fill(drop, PAD))
 
 
 class _StepLog:

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field, fields
 from itertools import repeat
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 PAD, UNK = 0, 1  # reserved ids; real tokens start at 2
 
 
@@ -16,6 +20,7 @@ class Vocab:
     def __init__(self, tokens: list[str] | tuple[str, ...] = ()):
         self.tokens: list[str] = []
         self.index: dict[str, int] = {}
+        self._array = pa.array([], pa.string())  # the tokens as Arrow strings (see lookup)
         for token in tokens:
             self.add(token)
 
@@ -40,6 +45,16 @@ class Vocab:
         # map over the dict's own get runs in C, without a Python call per token (a corpus
         # encodes 200k item ids and more)
         return list(map(self.index.get, tokens, repeat(UNK)))
+
+    def lookup(self, tokens: pa.Array) -> np.ndarray:
+        """encode(tokens, grow=False) for Arrow strings, in Arrow's hash table: no Python object
+        per token, but the whole vocabulary is hashed each call, so it pays where the tokens
+        outnumber it (the medium corpus's title words: 2x the speed of the distinct words'
+        dict look-ups)."""
+        if len(self._array) != len(self.tokens):  # grown since
+            self._array = pa.array(self.tokens, pa.string())
+        found = pc.index_in(tokens, value_set=self._array)  # "" and null: not found, UNK
+        return pc.fill_null(pc.add(found, UNK + 1), UNK).to_numpy().astype(np.int32)
 
 
 @dataclass
