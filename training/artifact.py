@@ -78,11 +78,11 @@ class Artifact:
         """The tower's vectors of rows[order] (all rows in order when None)."""
         order = np.arange(len(rows)) if order is None else order
         self.model.eval()
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        out = np.empty((len(order), self.dim), dtype=np.float32)
         with torch.no_grad():
             for i in range(0, len(rows), batch_size):
-                out.append(tower(rows.batch(order[i : i + batch_size])).float().numpy())
-        return np.concatenate(out)
+                out[i : i + batch_size] = tower(rows.batch(order[i : i + batch_size])).float()
+        return out
 
     def save(self, models_dir: Path, version: int, ds: str) -> Artifact:
         """Write models_dir/v{version} atomically and return the saved artifact.

@@ -160,7 +160,7 @@ def _grouped(values: pa.Array, parents: np.ndarray, n: int, limit: int | None) -
     """n lists from values in list order (parents: each value's list, ascending), each cut to its
     first `limit` values."""
     counts = np.bincount(parents, minlength=n)
-    if limit is not None:
+    if limit is not None and counts.max(initial=0) > limit:
         rank = np.arange(len(parents)) - (np.cumsum(counts) - counts)[parents]
         values = values.filter(pa.array(rank < limit))
         counts = np.minimum(counts, limit)
