@@ -81,9 +81,8 @@ class Ragged:
     def flat(self, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The lists indexed by `lists` one after another, and where each starts among them."""
         lens = self.lens[lists]
-        return self.values[ranges(self.starts[lists], lens)].astype(np.int64), np.cumsum(
-            lens
-        ) - lens
+        values = self.values[ranges(self.starts[lists], lens)].astype(np.int64)
+        return values, np.cumsum(lens) - lens
 
 
 @dataclass
