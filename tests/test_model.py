@@ -472,6 +472,24 @@ def test_every_variant_trains_a_step_with_all_its_parameters(name, rows, vocabs)
             grow_from(MGDSPR(CFG, vocabs.sizes()), model.state_dict())
 
 
+def test_transformer_unit_dropout_zeroes_the_unit_of_that_share_of_rows_in_training_only(vocabs):
+    table = request_table([{"user_id": "u1", "query": f"red mug {k}"} for k in range(400)])
+    b = features.requests(table, vocabs, CFG, grow=False).batch(list(range(400)))
+    torch.manual_seed(0)
+    model = MGDSPR(replace(CFG, transformer_unit_dropout=0.25), vocabs.sizes())
+    SEQ, MIX = 3, 5  # Q's units: 1-gram, 2-gram, words, Transformer, past queries, mix
+    with torch.no_grad():
+        kept = model.eval().query_unit(b)
+        dropped = model.train().query_unit(b)
+    assert (kept[:, SEQ].abs().sum(1) > 0).all()  # inference: every row keeps it
+    gone = (dropped[:, SEQ] == 0).all(1)
+    assert 0.18 < gone.float().mean() < 0.32
+    # Gone from the mix too; every other unit, and the rows that keep it, are untouched.
+    assert torch.allclose(dropped[gone, MIX], kept[gone, MIX] - kept[gone, SEQ], atol=1e-5)
+    assert torch.equal(dropped[~gone], kept[~gone])
+    assert torch.equal(dropped[:, :SEQ], kept[:, :SEQ])
+
+
 def test_words_only_builds_no_char_tables_or_word_transformer(vocabs):
     words = MGDSPR(replace(CFG, query_unit="words"), vocabs.sizes())
     full = MGDSPR(CFG, vocabs.sizes())

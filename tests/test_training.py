@@ -327,6 +327,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_WORD_INIT": "random",
         "EBR_SAMPLING_CORRECTION": "none",
         "EBR_HARD_NEGATIVES": "16",
+        "EBR_TRANSFORMER_UNIT_DROPOUT": "0.25",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
@@ -334,6 +335,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     assert m.sampling_correction == "none" and ModelConfig().sampling_correction == "log_q"
     assert m.hard_negatives == 16 and ModelConfig().hard_negatives == 4
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
+    assert m.transformer_unit_dropout == 0.25
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
         False,
@@ -360,6 +362,8 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     with pytest.raises(ValueError, match="dim must be at most 384 with word_init 'minilm'"):
         ModelConfig(dim=512)
     assert ModelConfig(dim=512, word_init="random").dim == 512
+    with pytest.raises(ValueError, match="transformer_unit_dropout must be in"):
+        ModelConfig(transformer_unit_dropout=1.5)
 
 
 def test_pool_log_q_counts_the_batch_draw_by_clicks_and_the_uniform_draw():

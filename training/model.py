@@ -110,6 +110,9 @@ class MGDSPR(nn.Module):
         wmask = b.words != PAD
         x = word(b.words) + self.word_pos(torch.arange(b.words.shape[1], device=b.words.device))
         q_seq = _mean(_pre_norm_layer(self.word_encoder, x, wmask), wmask)
+        p = self.cfg.transformer_unit_dropout
+        if self.training and p > 0:  # rows without it, drawn like nn.Dropout's (torch's RNG)
+            q_seq = q_seq * (torch.rand(q_seq.shape[0], 1, device=q_seq.device) >= p)
         units = [q_1gram, q_2gram, q_seg, q_seq]
         if self.cfg.personalised:
             past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
