@@ -75,13 +75,14 @@ class ModelConfig:
     # path then has to rank on its own, as it must for items no one has clicked yet.
     item_id_dropout: float = 0.0
     # Share of training rows (query_unit "multi") whose Transformer-over-words unit is zeroed,
-    # as a whole, in Q and in the mix; every request keeps it at inference. Kept on every row,
-    # the unit learns the training queries' word sequences, and a new query's sequence reads
-    # through it as noise: zeroed everywhere, Best Buy's unseen queries gained 0.065 but
-    # CrowdFlower and synthetic lost. Not in the paper. 0.5 against 0 over three seeds
-    # (docs/quality.md): Best Buy Recall@10 0.8902 -> 0.8944, unseen queries 0.6560 -> 0.7126
-    # (higher at every seed); CrowdFlower relevance@10 0.5094 -> 0.5106, nDCG@10 0.5929 ->
-    # 0.5939; synthetic Recall@10 0.5684 -> 0.5758 (every seed) and Recall@50 0.8850 -> 0.8791.
+    # as a whole, in Q and in the mix; every request keeps it at inference. Zeroed everywhere,
+    # the unit's absence lifted Best Buy's unseen queries by 0.065 but cost CrowdFlower and
+    # synthetic (why it costs new queries was not isolated). Not in the paper. 0.5 against 0
+    # over three seeds (docs/quality.md): Best Buy Recall@10 0.8902 -> 0.8944, unseen queries
+    # 0.6560 -> 0.7126 (higher at every seed); CrowdFlower relevance@10 0.5094 -> 0.5106,
+    # nDCG@10 0.5929 -> 0.5939; synthetic Recall@10 0.5684 -> 0.5758 (every seed) and
+    # Recall@50 0.8850 -> 0.8791. 0.25: Best Buy 0.8921, unseen 0.6768 (in between),
+    # synthetic 0.5658 and 0.8813.
     transformer_unit_dropout: float = 0.5
     # Title queries (training.title_queries) added to each epoch's training rows, as a share of
     # the day's examples, drawn afresh every epoch: pseudo-requests whose query is a few words of
