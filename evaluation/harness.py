@@ -264,7 +264,7 @@ def _synthetic(settings: Settings, options: Options) -> Task:
         test=test,
         oracles=lambda k: oracle.rankings(test, corpus, settings.seed, k),
         relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
-        subsets={"users with history": with_history},
+        subsets={"users with history": with_history, **oracle.tier_subsets(test, settings.seed)},
         facts={
             "profile": options.synthetic_profile,
             "days": len(days),

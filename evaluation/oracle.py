@@ -9,6 +9,9 @@ preferred brand tier. Two rankings of the corpus reread that:
 
 Both use the same random ties, so their difference is what knowing the user's preference adds to
 the query alone at each K: the room a personalised model has over a query-only one on these days.
+The same hidden state splits the test requests (tier_subsets) into those whose clicks are all of
+the user's preferred tier, where a personalised model can gain, and those with none of it, where
+leaning toward the tier can only cost.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from ebr.synthetic import brand_tiers
 
 ENGINE = "oracle: engine"
 ENGINE_AND_TIER = "oracle: engine + true tier"
+PREFERRED_TIER = "clicks of the user's tier"
+OTHER_TIERS = "clicks of other tiers"
 
 
 def rankings(test: pa.Table, corpus: pa.Table, seed: int, k: int) -> dict[str, list[list[str]]]:
@@ -43,3 +48,24 @@ def rankings(test: pa.Table, corpus: pa.Table, seed: int, k: int) -> dict[str, l
         for name, score in ((ENGINE, matched), (ENGINE_AND_TIER, matched + 0.5 * liked)):
             out[name].append(item_ids[np.lexsort((ties, -score))[:k]].tolist())
     return out
+
+
+def tier_subsets(test: pa.Table, seed: int) -> dict[str, list[bool]]:
+    """{PREFERRED_TIER: requests every click of which is of the user's preferred tier,
+    OTHER_TIERS: requests none of whose clicks is}; requests with both are in neither."""
+    clicks = test.column("clicked_items").to_pylist()
+    preferred, tier = brand_tiers(
+        seed, test.column("user_id").to_pylist(), [item for items in clicks for item in items]
+    )
+    counts = [len(items) for items in clicks]
+    user_tier = np.repeat(preferred, counts)
+    known = (tier >= 0) & (user_tier >= 0)  # ids the generator did not write are in neither
+    liked = known & (tier == user_tier)
+    cuts = np.cumsum(counts)[:-1]
+    return {
+        PREFERRED_TIER: [bool(n and m.all()) for n, m in zip(counts, np.split(liked, cuts))],
+        OTHER_TIERS: [
+            bool(n and k.all() and not m.any())
+            for n, k, m in zip(counts, np.split(known, cuts), np.split(liked, cuts))
+        ],
+    }

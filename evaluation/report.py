@@ -360,6 +360,7 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
 
     facts = ", ".join(f"{k} {v}" for k, v in result["facts"].items() if k != "seconds")
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["facts"].get("seconds", {}).items())
+    subsets = ", ".join(f"{k} {v}" for k, v in result.get("subsets", {}).items())
     recall_keys = [m for m in next(iter(result["methods"].values())) if m.startswith("recall")]
     lines = [
         f"## {dataset}",
@@ -368,6 +369,7 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
         "",
         f"Stage times: {stages}." if stages else "",
         "",
+        *([f"Test subsets (requests): {subsets}.", ""] if subsets else []),
         *(
             [
                 f"Epochs and examples/s are seed {result['seeds'][0]}'s; seconds are every seed's.",

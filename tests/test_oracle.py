@@ -6,7 +6,14 @@ import numpy as np
 import pyarrow as pa
 
 from ebr import synthetic
-from evaluation.oracle import ENGINE, ENGINE_AND_TIER, rankings
+from evaluation.oracle import (
+    ENGINE,
+    ENGINE_AND_TIER,
+    OTHER_TIERS,
+    PREFERRED_TIER,
+    rankings,
+    tier_subsets,
+)
 
 DAY = date(2026, 1, 1)
 SEED = 3
@@ -50,3 +57,22 @@ def test_the_true_tier_reorders_only_items_that_match_the_query_equally():
         reordered += engine != personal
     assert reordered > 0  # the preference changed some rankings: the test can see a no-op
     assert np.isin(preferred, np.arange(synthetic.TIERS)).all()
+
+
+def test_tier_subsets_split_requests_by_whether_their_clicks_are_of_the_users_tier():
+    people = synthetic.users(SEED, 10)
+    items = synthetic.catalogue(SEED, 200)
+    user = "u4"
+    liked = [f"i{i}" for i in np.flatnonzero(items.brand == people.brands[4])[:2]]
+    other = [f"i{i}" for i in np.flatnonzero(items.brand != people.brands[4])[:2]]
+    test = pa.table(
+        {
+            "user_id": [user, user, user, user, "", user],
+            "clicked_items": [liked, other, [liked[0], other[0]], [], liked, [liked[0], "x9"]],
+        }
+    )
+    got = tier_subsets(test, SEED)
+    # All of the tier; none of it; both (neither subset); no clicks; an unknown user; an
+    # unknown item beside a liked one (not all of the tier, and not known to be none of it).
+    assert got[PREFERRED_TIER] == [True, False, False, False, False, False]
+    assert got[OTHER_TIERS] == [False, True, False, False, False, False]
