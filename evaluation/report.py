@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evaluation.oracle import ENGINE, ENGINE_AND_TIER
+from evaluation.oracle import ENGINE, ENGINE_AND_TIER, OTHER_TIERS, PREFERRED_TIER
 
 RECALL_K = 10  # the headline cut-off for click logs
 SYNTHETIC_K = 50
@@ -161,16 +161,32 @@ def targets(results: dict) -> list[dict]:
 
 def _headroom(results: dict, k: int) -> str:
     """What the generator's true preferences add to the query alone at K (evaluation.oracle):
-    the most a personalised model could be expected to gain there."""
+    the most a personalised model could be expected to gain there; then the same split by the
+    tier of the test clicks, where the gain and the cost of leaning toward a tier fall."""
     engine, personal = (
         _get(results, "synthetic", m, "recall", k) for m in (ENGINE, ENGINE_AND_TIER)
     )
     if engine is None or personal is None:
         return ""
-    return (
+    note = (
         f"the true brand preference adds {personal[0] - engine[0]:+.4f} to the engine's own "
         f"ranking at K={k} ({ENGINE_AND_TIER} {_fmt(personal)} vs {_fmt(engine)})"
     )
+    for subset in (PREFERRED_TIER, OTHER_TIERS):
+        metric = f"recall: {subset}"
+        figures = {
+            m: _get(results, "synthetic", m, metric, k)
+            for m in ("mgdspr", "mgdspr-query-only", ENGINE, ENGINE_AND_TIER)
+        }
+        if None in figures.values():
+            continue
+        ours, query_only, engine, personal = (v[0] for v in figures.values())
+        note += (
+            f"; on {subset} mgdspr {_fmt(figures['mgdspr'])} vs query-only "
+            f"{_fmt(figures['mgdspr-query-only'])} ({ours - query_only:+.4f}; the true "
+            f"preference {personal - engine:+.4f})"
+        )
+    return note
 
 
 def paper_claims(results: dict) -> list[dict]:

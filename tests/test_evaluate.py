@@ -139,6 +139,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     tiers = [synthetic["subsets"][s] for s in (oracle.PREFERRED_TIER, oracle.OTHER_TIERS)]
     assert min(tiers) > 0 and sum(tiers) <= synthetic["facts"]["test"]
     assert f"R: {oracle.OTHER_TIERS}@50" in md and f"{oracle.OTHER_TIERS} {tiers[1]}" in md
+    assert f"on {oracle.PREFERRED_TIER} mgdspr " in md  # the target's gap, split by tier
     assert md.count("defaults sweep") == 3 and "| tau 2 |" in md and "| defaults (mgdspr) |" in md
     for dataset in results:
         assert (out / f"recall_{dataset}.png").stat().st_size > 1000

@@ -4,8 +4,10 @@ from datetime import date
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from ebr import synthetic
+from evaluation import report
 from evaluation.oracle import (
     ENGINE,
     ENGINE_AND_TIER,
@@ -76,3 +78,27 @@ def test_tier_subsets_split_requests_by_whether_their_clicks_are_of_the_users_ti
     # unknown item beside a liked one (not all of the tier, and not known to be none of it).
     assert got[PREFERRED_TIER] == [True, False, False, False, False, False]
     assert got[OTHER_TIERS] == [False, True, False, False, False, False]
+
+
+def test_the_synthetic_target_splits_its_gap_by_the_tier_of_the_clicks():
+    def figures(overall: float, liked: float, other: float) -> dict:
+        return {
+            "recall": {50: (overall, 0.01)},
+            f"recall: {PREFERRED_TIER}": {50: (liked, 0.02)},
+            f"recall: {OTHER_TIERS}": {50: (other, 0.02)},
+        }
+
+    methods = {
+        "mgdspr": figures(0.88, 0.94, 0.84),
+        "mgdspr-query-only": figures(0.89, 0.93, 0.86),
+        ENGINE: figures(0.89, 0.95, 0.85),
+        ENGINE_AND_TIER: figures(0.90, 0.99, 0.84),
+    }
+    (target,) = report.targets({"synthetic": {"methods": methods}})
+    assert target["gap"] == pytest.approx(-0.01)
+    assert (
+        f"on {PREFERRED_TIER} mgdspr 0.9400 ± 0.0200 vs query-only 0.9300 ± 0.0200 (+0.0100; "
+        "the true preference +0.0400); "
+        f"on {OTHER_TIERS} mgdspr 0.8400 ± 0.0200 vs query-only 0.8600 ± 0.0200 (-0.0200; "
+        "the true preference -0.0100)"
+    ) in target["note"]
