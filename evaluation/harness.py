@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DATASETS = ("bestbuy", "crowdflower", "synthetic")
 KS = (1, 5, 10, 20, 50, 100)
 RELEVANCE_K = 10
+TIER_SHARE_K = 50  # the synthetic target's K
 
 # Trained methods as overrides of the evaluated ModelConfig. "two-tower-hinge" is the practice
 # before MGDSPR: a query-only tower over words, pairwise hinge loss. The mgdspr-* rows are the
@@ -131,6 +132,9 @@ class Task:
     relevant: list[set[str]]
     grades: list[dict[str, int]] | None = None  # graded labels, where the dataset has them
     subsets: dict[str, list[bool]] = field(default_factory=dict)  # named slices of test
+    # Named figures of a ranking per test request beyond recall and relevance: on synthetic
+    # days, what the generator's hidden state says of it (evaluation.oracle).
+    measures: dict[str, Callable[[list[list[str]]], list[float]]] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)  # sizes, split, stage timings
     # Rankings that read what the data's generator knows (evaluation.oracle), by name, given K:
     # scored beside the methods, on synthetic days only.
@@ -265,6 +269,11 @@ def _synthetic(settings: Settings, options: Options) -> Task:
         oracles=lambda k: oracle.rankings(test, corpus, settings.seed, k),
         relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
         subsets={"users with history": with_history, **oracle.tier_subsets(test, settings.seed)},
+        measures={
+            f"user's tier share@{TIER_SHARE_K}": oracle.tier_share(
+                test, settings.seed, TIER_SHARE_K
+            )
+        },
         facts={
             "profile": options.synthetic_profile,
             "days": len(days),
@@ -432,6 +441,8 @@ def _per_request(task: Task, retrieved: list[list[str]]) -> dict:
             retrieved, task.grades, RELEVANCE_K
         )
         out[f"ndcg@{RELEVANCE_K}"] = metrics.ndcg_at_k(retrieved, task.grades, RELEVANCE_K)
+    for name, measure in task.measures.items():
+        out[name] = measure(retrieved)
     return out
 
 

@@ -11,10 +11,13 @@ Both use the same random ties, so their difference is what knowing the user's pr
 the query alone at each K: the room a personalised model has over a query-only one on these days.
 The same hidden state splits the test requests (tier_subsets) into those whose clicks are all of
 the user's preferred tier, where a personalised model can gain, and those with none of it, where
-leaning toward the tier can only cost.
+leaning toward the tier can only cost; and it says how far any ranking leans toward the tier
+(tier_share).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -69,3 +72,18 @@ def tier_subsets(test: pa.Table, seed: int) -> dict[str, list[bool]]:
             for n, k, m in zip(counts, np.split(known, cuts), np.split(liked, cuts))
         ],
     }
+
+
+def tier_share(test: pa.Table, seed: int, k: int) -> Callable[[list[list[str]]], list[float]]:
+    """A measure of rankings of test's requests: per request, the share of the top k that is of
+    the user's preferred tier (items the generator did not write count as not)."""
+    preferred, _ = brand_tiers(seed, test.column("user_id").to_pylist(), [])
+
+    def measure(retrieved: list[list[str]]) -> list[float]:
+        tops = [items[:k] for items in retrieved]
+        _, tier = brand_tiers(seed, [], [item for top in tops for item in top])
+        liked = (tier == np.repeat(preferred, [len(top) for top in tops])) & (tier >= 0)
+        cuts = np.cumsum([len(top) for top in tops])[:-1]
+        return [float(m.mean()) if len(m) else 0.0 for m in np.split(liked, cuts)]
+
+    return measure

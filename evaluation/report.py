@@ -377,7 +377,10 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
     facts = ", ".join(f"{k} {v}" for k, v in result["facts"].items() if k != "seconds")
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["facts"].get("seconds", {}).items())
     subsets = ", ".join(f"{k} {v}" for k, v in result.get("subsets", {}).items())
-    recall_keys = [m for m in next(iter(result["methods"].values())) if m.startswith("recall")]
+    first = next(iter(result["methods"].values()))
+    recall_keys = [m for m in first if m.startswith("recall")]
+    # (mean, se) figures without a K: relevance and nDCG, and the synthetic tier share.
+    other_keys = [m for m, v in first.items() if isinstance(v, list | tuple)]
     lines = [
         f"## {dataset}",
         "",
@@ -401,8 +404,9 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
             for k in KS
             if k in (10, 50, 100)
         )
+        + "".join(f" | {key}" for key in other_keys)
         + " | epochs (best) | train ex/s | seconds |",
-        "|---|" + "---|" * (3 * len(recall_keys) + 3),
+        "|---|" + "---|" * (3 * len(recall_keys) + len(other_keys) + 3),
     ]
     for name, m in result["methods"].items():
         t = m.get("training") or {}
@@ -413,6 +417,7 @@ def _dataset_section(dataset: str, result: dict) -> list[str]:
             + " | ".join(
                 _fmt(tuple(m[key][k])) for key in recall_keys for k in KS if k in (10, 50, 100)
             )
+            + "".join(f" | {_fmt(tuple(m[key]))}" for key in other_keys)
             + f" | {epochs} | {speed} | {m.get('seconds', 0):.0f} |"
         )
     return lines

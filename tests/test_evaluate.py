@@ -140,6 +140,10 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
     assert min(tiers) > 0 and sum(tiers) <= synthetic["facts"]["test"]
     assert f"R: {oracle.OTHER_TIERS}@50" in md and f"{oracle.OTHER_TIERS} {tiers[1]}" in md
     assert f"on {oracle.PREFERRED_TIER} mgdspr " in md  # the target's gap, split by tier
+    # How far each ranking leans toward the user's tier: the true tier's oracle the most.
+    share = {m: v["user's tier share@50"][0] for m, v in synthetic["methods"].items()}
+    assert share[oracle.ENGINE_AND_TIER] > share[oracle.ENGINE] and 0 <= min(share.values())
+    assert "| user's tier share@50 |" in md
     assert md.count("defaults sweep") == 3 and "| tau 2 |" in md and "| defaults (mgdspr) |" in md
     for dataset in results:
         assert (out / f"recall_{dataset}.png").stat().st_size > 1000

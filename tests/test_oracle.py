@@ -14,6 +14,7 @@ from evaluation.oracle import (
     OTHER_TIERS,
     PREFERRED_TIER,
     rankings,
+    tier_share,
     tier_subsets,
 )
 
@@ -102,3 +103,15 @@ def test_the_synthetic_target_splits_its_gap_by_the_tier_of_the_clicks():
         f"on {OTHER_TIERS} mgdspr 0.8400 ± 0.0200 vs query-only 0.8600 ± 0.0200 (-0.0200; "
         "the true preference -0.0100)"
     ) in target["note"]
+
+
+def test_tier_share_is_the_share_of_the_top_k_of_the_users_tier():
+    people = synthetic.users(SEED, 10)
+    items = synthetic.catalogue(SEED, 200)
+    liked = [f"i{i}" for i in np.flatnonzero(items.brand == people.brands[4])[:2]]
+    other = [f"i{i}" for i in np.flatnonzero(items.brand != people.brands[4])[:2]]
+    test = pa.table({"user_id": ["u4", "u4", "u4", "u4", "x"]})
+    measure = tier_share(test, SEED, k=2)
+    # Half; the top 2 only (the third item is past k); an unknown item; no items; unknown user.
+    got = measure([[liked[0], other[0]], [*liked, other[0]], ["x9", other[1]], [], liked])
+    assert got == [0.5, 1.0, 0.0, 0.0, 0.0]
