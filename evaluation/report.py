@@ -180,11 +180,11 @@ def _headroom(results: dict, k: int) -> str:
         }
         if None in figures.values():
             continue
-        ours, query_only, engine, personal = (v[0] for v in figures.values())
+        ours, query_only, lexical, told = (v[0] for v in figures.values())
         note += (
             f"; on {subset} mgdspr {_fmt(figures['mgdspr'])} vs query-only "
             f"{_fmt(figures['mgdspr-query-only'])} ({ours - query_only:+.4f}; the true "
-            f"preference {personal - engine:+.4f})"
+            f"preference {told - lexical:+.4f})"
         )
     return note
 
