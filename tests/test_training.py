@@ -485,6 +485,27 @@ def test_each_round_of_title_queries_draws_items_where_the_last_left_off(day):
     assert not mixed.slice(first.num_rows, 60).equals(first.slice(examples.num_rows))
 
 
+def test_every_round_of_title_queries_draws_the_unclicked_items_first(day):
+    examples, corpus = day
+    cold = pa.table(
+        {"item_id": [f"cold{k}" for k in range(20)], "title": [f"X{k} Y{k}" for k in range(20)]}
+    )
+    corpus = pa.concat_tables([corpus.select(["item_id", "title"]), cold])
+    clicked = set(examples.column("item_id").to_pylist())
+    unclicked = {i for i in corpus.column("item_id").to_pylist() if i not in clicked}
+    assert len(unclicked) >= 20
+    per_round = len(unclicked) + 10
+    share = (per_round + 0.5) / examples.num_rows
+    mixed, rounds = title_queries(examples, corpus, share, seed=5, rounds=3)
+    drawn = np.array(mixed.column("item_id").to_pylist()[examples.num_rows :])
+    assert rounds.tolist() == [0] * per_round + [1] * per_round + [2] * per_round
+    for r in range(3):
+        items = drawn[rounds == r].tolist()
+        # Every unclicked item once, and 10 more from the whole corpus: 10 more than it.
+        assert unclicked <= set(items) and len(items) == per_round
+        assert sum(i in unclicked for i in items) < per_round
+
+
 def test_title_queries_teach_the_words_of_items_no_one_clicked(day):
     examples, corpus = day
     # Ten items with words of their own, never clicked: only ever sampled negatives.
