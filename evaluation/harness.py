@@ -25,6 +25,7 @@ from ebr import stages, synthetic, warehouse
 from ebr.settings import ModelConfig, Settings
 from ebr.transform import dbt_build_days
 from evaluation import baselines, importers, metrics, oracle
+from evaluation.report import SYNTHETIC_K
 from indexing.exact import exact_top_k
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 DATASETS = ("bestbuy", "crowdflower", "synthetic")
 KS = (1, 5, 10, 20, 50, 100)
 RELEVANCE_K = 10
-TIER_SHARE_K = 50  # the synthetic target's K
 
 # Trained methods as overrides of the evaluated ModelConfig. "two-tower-hinge" is the practice
 # before MGDSPR: a query-only tower over words, pairwise hinge loss. The mgdspr-* rows are the
@@ -269,10 +269,9 @@ def _synthetic(settings: Settings, options: Options) -> Task:
         oracles=lambda k: oracle.rankings(test, corpus, settings.seed, k),
         relevant=[set(c) for c in test.column("clicked_items").to_pylist()],
         subsets={"users with history": with_history, **oracle.tier_subsets(test, settings.seed)},
+        # At the synthetic target's K.
         measures={
-            f"user's tier share@{TIER_SHARE_K}": oracle.tier_share(
-                test, settings.seed, TIER_SHARE_K
-            )
+            f"user's tier share@{SYNTHETIC_K}": oracle.tier_share(test, settings.seed, SYNTHETIC_K)
         },
         facts={
             "profile": options.synthetic_profile,

@@ -56,21 +56,11 @@ def rankings(test: pa.Table, corpus: pa.Table, seed: int, k: int) -> dict[str, l
 def tier_subsets(test: pa.Table, seed: int) -> dict[str, list[bool]]:
     """{PREFERRED_TIER: requests every click of which is of the user's preferred tier,
     OTHER_TIERS: requests none of whose clicks is}; requests with both are in neither."""
-    clicks = test.column("clicked_items").to_pylist()
-    preferred, tier = brand_tiers(
-        seed, test.column("user_id").to_pylist(), [item for items in clicks for item in items]
-    )
-    counts = [len(items) for items in clicks]
-    user_tier = np.repeat(preferred, counts)
-    known = (tier >= 0) & (user_tier >= 0)  # ids the generator did not write are in neither
-    liked = known & (tier == user_tier)
-    cuts = np.cumsum(counts)[:-1]
+    preferred, _ = brand_tiers(seed, test.column("user_id").to_pylist(), [])
+    known, liked = _of_user_tier(seed, preferred, test.column("clicked_items").to_pylist())
     return {
-        PREFERRED_TIER: [bool(n and m.all()) for n, m in zip(counts, np.split(liked, cuts))],
-        OTHER_TIERS: [
-            bool(n and k.all() and not m.any())
-            for n, k, m in zip(counts, np.split(known, cuts), np.split(liked, cuts))
-        ],
+        PREFERRED_TIER: [bool(len(m) and m.all()) for m in liked],
+        OTHER_TIERS: [bool(len(m) and k.all() and not m.any()) for k, m in zip(known, liked)],
     }
 
 
@@ -80,10 +70,20 @@ def tier_share(test: pa.Table, seed: int, k: int) -> Callable[[list[list[str]]],
     preferred, _ = brand_tiers(seed, test.column("user_id").to_pylist(), [])
 
     def measure(retrieved: list[list[str]]) -> list[float]:
-        tops = [items[:k] for items in retrieved]
-        _, tier = brand_tiers(seed, [], [item for top in tops for item in top])
-        liked = (tier == np.repeat(preferred, [len(top) for top in tops])) & (tier >= 0)
-        cuts = np.cumsum([len(top) for top in tops])[:-1]
-        return [float(m.mean()) if len(m) else 0.0 for m in np.split(liked, cuts)]
+        _, liked = _of_user_tier(seed, preferred, [items[:k] for items in retrieved])
+        return [float(m.mean()) if len(m) else 0.0 for m in liked]
 
     return measure
+
+
+def _of_user_tier(
+    seed: int, preferred: np.ndarray, lists: list[list[str]]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per request, a mask over its list of item ids: which the generator wrote (of a user it
+    wrote too), and which of those are of the request's user's preferred tier."""
+    counts = [len(items) for items in lists]
+    _, tier = brand_tiers(seed, [], [item for items in lists for item in items])
+    user_tier = np.repeat(preferred, counts)
+    known = (tier >= 0) & (user_tier >= 0)
+    cuts = np.cumsum(counts)[:-1]
+    return np.split(known, cuts), np.split(known & (tier == user_tier), cuts)
