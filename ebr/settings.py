@@ -62,8 +62,9 @@ class ModelConfig:
     # ("without personalisation").
     personalised: bool = True
     # Which items own an id row in the item tower: "corpus" = every catalogue item; "clicked" =
-    # only items that have been clicked (a training positive, title queries included, or in a
-    # behaviour sequence); others are scored by their title alone (training.features.items).
+    # only items that have been clicked (a training example's positive, or in a behaviour
+    # sequence; a title query is not a click); others are scored by their title alone
+    # (training.features.items).
     item_ids: str = "corpus"
     # Share of training rows whose user id is replaced by UNK, the row every unseen user reads:
     # without it (or title queries) UNK is never trained and the fusion leans on ids new users

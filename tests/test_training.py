@@ -21,8 +21,8 @@ from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
 from training.title_queries import title_queries
-from training.train import _Validation, pool_log_q, train, train_day
-from training.vocab import PAD, UNK
+from training.train import _identities, _Validation, pool_log_q, train, train_day
+from training.vocab import PAD, UNK, Vocabs
 
 DS = "2024-03-01"
 WORDS = [f"w{k}" for k in range(60)]
@@ -367,12 +367,12 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
 
 
 def test_pool_log_q_counts_the_batch_draw_by_clicks_and_the_uniform_draw():
-    # Four positives: item 3 twice, item 5 once, one without an id row (PAD). A step's pool
-    # holds 2 of them and 4 uniform draws from a corpus of 8.
-    log_q = pool_log_q(np.array([3, 5, 3, PAD]), 7, batch=2, sampled=4, corpus=8)
+    # Four positives (their identities): item 3 twice, items 5 and 0 once. A step's pool holds
+    # 2 of them and 4 uniform draws from a corpus of 8.
+    log_q = pool_log_q(np.array([3, 5, 3, 0]), 7, batch=2, sampled=4, corpus=8)
     expected = np.full(7, 0.5)  # 4 / 8: the uniform draw alone
     expected[3] += 2 * 2 / 4
-    expected[5] += 2 * 1 / 4
+    expected[[5, 0]] += 2 * 1 / 4
     assert np.allclose(log_q.exp().numpy(), expected)
 
 
@@ -411,14 +411,28 @@ def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):
     twin = corpus["title"][0].as_py()
     cold = pa.table({"item_id": ["cold-a", "cold-b"], "title": [twin, twin]})
     corpus = pa.concat_tables([corpus, cold])
-    cfg = replace(CFG, item_ids="clicked", title_queries=0.0)  # a title query is a click too
+    # Title queries (every round takes the unclicked items first) are asked of both, and give
+    # neither an id row: they train the title alone.
+    cfg = replace(CFG, item_ids="clicked", title_queries=0.5)
     model = train(examples, corpus, cfg, seed=0)
-    assert model.vocabs.item.get("cold-a") == UNK  # the corpus gave it no id row
+    assert model.vocabs.item.get("cold-a") == UNK  # neither the corpus nor a title query gave one
     vectors = model.encode_items(cold)
     np.testing.assert_array_equal(vectors[0], vectors[1])  # the title alone scores them
     everyone = train(examples, corpus, replace(cfg, item_ids="corpus"), seed=0)
     assert everyone.vocabs.item.get("cold-a") != UNK
     assert not np.array_equal(*everyone.encode_items(cold))
+
+
+def test_the_loss_tells_items_apart_by_item_id_not_by_id_row(day):
+    examples, corpus = day
+    cfg = replace(CFG, item_ids="clicked")
+    items = features.items(corpus, Vocabs(), cfg, grow=False)  # no id rows: every one PAD
+    assert set(items.item) == {PAD}
+    picked = [3, 0, 3, 7]
+    positives = features.positives(corpus.take(picked), np.full(4, PAD), items)
+    pos_keys, item_keys = _identities(positives, items)
+    assert len(set(item_keys)) == corpus.num_rows
+    np.testing.assert_array_equal(pos_keys, item_keys[picked])
 
 
 def test_id_dropout_trains_the_rows_unseen_users_and_cold_items_read(day):

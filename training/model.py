@@ -208,33 +208,35 @@ def attend(q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
 
 
 # --- losses ------------------------------------------------------------------------------------
-# All take users [B, d], their positives pos [B, d] with item ids pos_ids [B], and sampled items
-# neg [S, d] with ids neg_ids [S]. Every row is scored against the same pool: the in-batch
-# positives, then the sampled items; pool entries that are the row's own item (same id) are masked.
+# All take users [B, d], their positives pos [B, d] with identities pos_keys [B], and sampled
+# items neg [S, d] with identities neg_keys [S] (integers equal where the item is the same; not
+# id rows, which items without one share). Every row is scored against the same pool: the
+# in-batch positives, then the sampled items; pool entries that are the row's own item (same key)
+# are masked.
 
 
 def retrieval_loss(
     user: Tensor,
     pos: Tensor,
-    pos_ids: Tensor,
+    pos_keys: Tensor,
     neg: Tensor,
-    neg_ids: Tensor,
+    neg_keys: Tensor,
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
 ) -> Tensor:
     """The loss cfg.loss names: softmax_loss or hinge_loss (which takes no log_q)."""
     if cfg.loss == "hinge":
-        return hinge_loss(user, pos, pos_ids, neg, neg_ids, cfg)
-    return softmax_loss(user, pos, pos_ids, neg, neg_ids, cfg, generator, log_q)
+        return hinge_loss(user, pos, pos_keys, neg, neg_keys, cfg)
+    return softmax_loss(user, pos, pos_keys, neg, neg_keys, cfg, generator, log_q)
 
 
 def softmax_loss(
     user: Tensor,
     pos: Tensor,
-    pos_ids: Tensor,
+    pos_keys: Tensor,
     neg: Tensor,
-    neg_ids: Tensor,
+    neg_keys: Tensor,
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
@@ -251,7 +253,7 @@ def softmax_loss(
     score alone, as the paper picks them.
     """
     B = user.shape[0]
-    pool, same = _pool(pos, pos_ids, neg, neg_ids)
+    pool, same = _pool(pos, pos_keys, neg, neg_keys)
     target = torch.arange(B, device=user.device)
     same[target, target] = False  # the positive itself stays
     scores = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
@@ -274,12 +276,12 @@ def softmax_loss(
 
 
 def hinge_loss(
-    user: Tensor, pos: Tensor, pos_ids: Tensor, neg: Tensor, neg_ids: Tensor, cfg: ModelConfig
+    user: Tensor, pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor, cfg: ModelConfig
 ) -> Tensor:
     """Pairwise hinge, the loss of two-tower retrieval before MGDSPR: the mean over every (row,
     negative) pair of max(0, cfg.hinge_margin - s(u, pos) + s(u, neg)). No temperature and no
     hard-negative mixing: cfg.tau and cfg.hard_negatives do not apply."""
-    pool, own = _pool(pos, pos_ids, neg, neg_ids)
+    pool, own = _pool(pos, pos_keys, neg, neg_keys)
     positive = (user * pos).sum(-1, keepdim=True)  # [B, 1]
     hinge = (cfg.hinge_margin - positive + user @ pool.T).clamp(min=0)
     pairs = ~own
@@ -287,11 +289,11 @@ def hinge_loss(
     return (hinge * pairs).sum() / pairs.sum().clamp(min=1)
 
 
-def _pool(pos: Tensor, pos_ids: Tensor, neg: Tensor, neg_ids: Tensor) -> tuple[Tensor, Tensor]:
+def _pool(pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor) -> tuple[Tensor, Tensor]:
     """The pool [B + S, d], and [B, B + S] True where an entry is the row's own item (the
     positive itself on the diagonal, and any copy of it)."""
-    pool_ids = torch.cat([pos_ids, neg_ids])
-    return torch.cat([pos, neg]), pos_ids[:, None] == pool_ids[None, :]
+    pool_keys = torch.cat([pos_keys, neg_keys])
+    return torch.cat([pos, neg]), pos_keys[:, None] == pool_keys[None, :]
 
 
 def grow_from(model: MGDSPR, state: dict[str, Tensor]) -> None:

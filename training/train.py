@@ -99,10 +99,16 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     # The day's new ids and tokens are appended to the base vocabularies (a copy: base stays valid).
     vocabs = copy.deepcopy(base.vocabs) if base else Vocabs()
     # Clicked items first: with cfg.item_ids "clicked" they are the ones the corpus finds ids for.
-    clicked = features.clicked(examples, vocabs, grow=True)
+    # Title queries' items grow the vocabulary only as the corpus does: an item no one clicked
+    # keeps no id row then (PAD), and its title queries train its title alone.
+    examples = _arrow(examples)
+    real = features.clicked(examples.slice(0, clicks), vocabs, grow=True)
+    titled = features.clicked(examples.slice(clicks), vocabs, grow=cfg.item_ids == "corpus")
+    clicked = np.concatenate([real, np.where(titled == UNK, PAD, titled)])
     items = features.items(corpus, vocabs, cfg, grow=True)
     requests = features.requests(examples, vocabs, cfg, grow=True)
     positives = features.positives(examples, clicked, items)
+    pos_keys, item_keys = _identities(positives, items)
     # Validation rows are read like inference requests: they never grow the vocabularies.
     has_validation = validation is not None and len(validation) > 0
     held_out = _Validation.of(validation, items, vocabs, cfg) if has_validation else None
@@ -144,6 +150,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
                 per_epoch[epoch],
                 positives,
                 items,
+                (pos_keys, item_keys),
                 cfg,
                 gen,
                 device,
@@ -210,6 +217,7 @@ def _epoch(
     rows: np.ndarray,
     positives: features.Items,
     items: features.Items,
+    keys: tuple[np.ndarray, np.ndarray],
     cfg: ModelConfig,
     gen: torch.Generator,
     device: str,
@@ -217,14 +225,14 @@ def _epoch(
     steps: _StepLog,
 ) -> float:
     """One pass over the rows of requests (and positives) in a fresh random order; returns the
-    mean training loss."""
+    mean training loss. keys: the positives' and the corpus items' identities (`_identities`)."""
     n, n_neg = len(rows), min(cfg.sampled_negatives, len(items))
     order = rows[torch.randperm(n, generator=gen).numpy()].tolist()
     log_q = None
     if cfg.loss == "softmax" and cfg.sampling_correction == "log_q":
         log_q = pool_log_q(
-            positives.item[rows],
-            len(model.emb["item"].get_parameter("weight")),
+            keys[0][rows],
+            max(keys[0].max(), keys[1].max()) + 1,
             min(cfg.batch_size, n),
             n_neg,
             len(items),
@@ -242,6 +250,8 @@ def _epoch(
         req = req.to(device)
         pos = positives.batch(idx).to(device)
         neg = items.batch(sampled).to(device)
+        pos_keys = torch.from_numpy(keys[0][idx]).to(device)
+        neg_keys = torch.from_numpy(keys[1][sampled]).to(device)
         # The towers' forward (and so their backward) in `dtype`'s arithmetic: see precision().
         with torch.autocast(torch.device(device).type, dtype, enabled=dtype != torch.float32):
             user = model.user_tower(req)
@@ -252,12 +262,12 @@ def _epoch(
         loss = retrieval_loss(
             user.float(),
             pos_vecs.float(),
-            pos.item,
+            pos_keys,
             neg_vecs.float(),
-            neg.item,
+            neg_keys,
             cfg,
             gen,
-            None if log_q is None else log_q[torch.cat([pos.item, neg.item])],
+            None if log_q is None else log_q[torch.cat([pos_keys, neg_keys])],
         )
         for opt in opts:
             opt.zero_grad(set_to_none=True)
@@ -282,22 +292,30 @@ def precision(cfg: ModelConfig, device: str) -> str:
 
 
 def pool_log_q(
-    positives: np.ndarray, ids: int, batch: int, sampled: int, corpus: int
+    positives: np.ndarray, keys: int, batch: int, sampled: int, corpus: int
 ) -> torch.Tensor:
-    """[ids]: the log of each item id's expected count in a step's softmax pool, for
-    cfg.sampling_correction "log_q". The pool is the batch's positives, drawn from the epoch's
-    (positives: their item ids), and `sampled` uniform draws from the corpus: an item is in it
-    batch * its share of the positives + sampled / corpus times. PAD (items without an id row)
-    counts the uniform draw only."""
-    counts = np.bincount(positives, minlength=ids).astype(np.float64)
-    counts[PAD] = 0
+    """[keys]: the log of each item's expected count in a step's softmax pool, for
+    cfg.sampling_correction "log_q", by item identity (`_identities`: positives are their keys;
+    not by id row, which items without one share). The pool is the batch's positives, drawn
+    from the epoch's, and `sampled` uniform draws from the corpus: an item is in it
+    batch * its share of the positives + sampled / corpus times."""
+    counts = np.bincount(positives, minlength=keys).astype(np.float64)
     return torch.from_numpy(np.log(batch * counts / len(positives) + sampled / corpus)).float()
+
+
+def _identities(positives: features.Items, items: features.Items) -> tuple[np.ndarray, np.ndarray]:
+    """One integer per item_id for the positives and the corpus items, equal where their item_id
+    is: the loss finds copies of a row's own item in its pool by these, not by id rows, which
+    the items without one (PAD) share."""
+    keys = pa.chunked_array([items.keys, positives.keys.cast(pa.string())], pa.string())
+    codes = keys.combine_chunks().dictionary_encode().indices.to_numpy().astype(np.int64)
+    return codes[len(items) :], codes[: len(items)]
 
 
 def _drop_ids(batch: features.ItemBatch, p: float, gen: torch.Generator) -> features.ItemBatch:
     """The batch with a share p of its id rows replaced by PAD (zero, no gradient): those items
     are scored by their titles alone, as cold items are. The loss still tells items apart by
-    their real ids."""
+    their identities (`_identities`)."""
     if p == 0:
         return batch
     drop = (torch.rand(len(batch.item), generator=gen) < p).to(batch.item.device)
