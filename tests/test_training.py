@@ -409,18 +409,32 @@ def test_clicked_item_ids_leave_never_clicked_items_to_their_titles(day):
     # Two items no one clicks, with one title: with ids for every corpus item each gets its own
     # row, which training meets only as a sampled negative.
     twin = corpus["title"][0].as_py()
-    cold = pa.table({"item_id": ["cold-a", "cold-b"], "title": [twin, twin]})
+    cold = pa.table({"item_id": ["cold-a", "cold-b", "seen-c"], "title": [twin, twin, twin]})
     corpus = pa.concat_tables([corpus, cold])
-    # Title queries (every round takes the unclicked items first) are asked of both, and give
-    # neither an id row: they train the title alone.
+    # seen-c is never a positive, but some users' real-time sequences hold it: clicked then.
+    rt = [
+        ["seen-c", *items] if r % 10 == 0 else items
+        for r, items in enumerate(examples["rt_items"].to_pylist())
+    ]
+    examples = examples.set_column(
+        examples.schema.get_field_index("rt_items"), "rt_items", pa.array(rt)
+    )
+    # Title queries (every round takes the unclicked items first) are asked of all three, and
+    # give cold-a and cold-b no id row: they train the title alone.
     cfg = replace(CFG, item_ids="clicked", title_queries=0.5)
     model = train(examples, corpus, cfg, seed=0)
     assert model.vocabs.item.get("cold-a") == UNK  # neither the corpus nor a title query gave one
     vectors = model.encode_items(cold)
     np.testing.assert_array_equal(vectors[0], vectors[1])  # the title alone scores them
+    # seen-c's row is the one training scored it with: the item tower trained it (sequences
+    # read it without a gradient), where an unread row would add its random start.
+    seen = model.vocabs.item.get("seen-c")
+    torch.manual_seed(0)  # train() seeds torch with its seed right before building the model
+    start = MGDSPR(model.config, model.vocabs.sizes()).emb["item"].weight[seen]
+    assert not torch.equal(model.model.emb["item"].weight[seen], start)
     everyone = train(examples, corpus, replace(cfg, item_ids="corpus"), seed=0)
     assert everyone.vocabs.item.get("cold-a") != UNK
-    assert not np.array_equal(*everyone.encode_items(cold))
+    assert not np.array_equal(*everyone.encode_items(cold)[:2])
 
 
 def test_the_loss_tells_items_apart_by_item_id_not_by_id_row(day):

@@ -107,6 +107,10 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     clicked = np.concatenate([real, np.where(titled == UNK, PAD, titled)])
     items = features.items(corpus, vocabs, cfg, grow=True)
     requests = features.requests(examples, vocabs, cfg, grow=True)
+    if cfg.item_ids == "clicked":
+        # The behaviour sequences' items gained id rows after the corpus was read: read it again,
+        # so that training reaches the rows inference will add to those items' titles.
+        items = features.items(corpus, vocabs, cfg, grow=False)
     positives = features.positives(examples, clicked, items)
     pos_keys, item_keys = _identities(positives, items)
     # Validation rows are read like inference requests: they never grow the vocabularies.
