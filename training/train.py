@@ -85,13 +85,14 @@ def train(
 def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> Artifact:
     if len(examples) == 0 or len(corpus) == 0:
         raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
+    examples = _arrow(examples)
     if validation is None:
-        examples, validation = _hold_out(_arrow(examples), cfg)
+        examples, validation = _hold_out(examples, cfg)
     clicks = len(examples)
     round_of = np.zeros(0, np.int64)  # each title query's epoch
     if cfg.title_queries > 0:
         examples, round_of = title_queries(
-            _arrow(examples), _arrow(corpus), cfg.title_queries, seed, cfg.epochs
+            examples, _arrow(corpus), cfg.title_queries, seed, cfg.epochs
         )
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
@@ -101,7 +102,6 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     # Clicked items first: with cfg.item_ids "clicked" they are the ones the corpus finds ids for.
     # Title queries' items grow the vocabulary only as the corpus does: an item no one clicked
     # keeps no id row then (PAD), and its title queries train its title alone.
-    examples = _arrow(examples)
     real = features.clicked(examples.slice(0, clicks), vocabs, grow=True)
     titled = features.clicked(examples.slice(clicks), vocabs, grow=cfg.item_ids == "corpus")
     clicked = np.concatenate([real, np.where(titled == UNK, PAD, titled)])
