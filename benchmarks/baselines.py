@@ -13,12 +13,16 @@ import pyarrow as pa
 from ebr.settings import Settings
 
 
-def matmul_flops(n: int = 1024, windows: int = 12, window_s: float = 0.25) -> dict:
+def matmul_flops(
+    training_threads: int = 1, n: int = 1024, windows: int = 12, window_s: float = 0.25
+) -> dict:
     """float32 n x n matrix products on torch's default threads, timed in short windows: the
     best window is the machine's limit the encoder and training are compared with (a square
     product of this size is BLAS at its best; on a shared CPU the other windows lose time to
     other processes), the median what this run typically got. The same for bfloat16 under
-    "bfloat16": the limit of training that runs its towers in it (ModelConfig.precision)."""
+    "bfloat16": the limit of training that runs its towers in it (ModelConfig.precision). Both
+    again under "training_threads" on as many threads as training takes (ModelConfig.threads):
+    the limit of the cores it runs on."""
     import torch
 
     def rates(dtype: torch.dtype) -> dict:
@@ -33,12 +37,22 @@ def matmul_flops(n: int = 1024, windows: int = 12, window_s: float = 0.25) -> di
             seen.append(2 * n**3 * done / elapsed)
         return {"flops_per_s": max(seen), "median_flops_per_s": float(np.median(seen))}
 
-    return {
-        **rates(torch.float32),
-        "bfloat16": rates(torch.bfloat16),
-        "n": n,
-        "threads": torch.get_num_threads(),
-    }
+    def measured() -> dict:
+        return {
+            **rates(torch.float32),
+            "bfloat16": rates(torch.bfloat16),
+            "n": n,
+            "threads": torch.get_num_threads(),
+        }
+
+    out = measured()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads)
+    try:
+        out["training_threads"] = measured()
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def _live(settings: Settings):

@@ -84,10 +84,13 @@ def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
     return {}
 
 
-def matmul_limit(result: dict, precision: str = "float32") -> float:
-    """The machine's measured matrix-multiply FLOP/s in `precision`: the better of the run's two
-    measurements (before and after; the CPU is shared, so the lower one is contention)."""
+def matmul_limit(result: dict, precision: str = "float32", training_threads: bool = False) -> float:
+    """The machine's measured matrix-multiply FLOP/s in `precision` (on training's threads
+    only, with `training_threads`): the better of the run's two measurements (before and after;
+    the CPU is shared, so the lower one is contention)."""
     runs = [result["matmul_before"], result["matmul_after"]]
+    if training_threads:
+        runs = [run["training_threads"] for run in runs]
     if precision != "float32":
         runs = [run[precision] for run in runs]
     return max(run["flops_per_s"] for run in runs)
@@ -108,12 +111,18 @@ def training_flops(result: dict) -> dict | None:
     # Runs from before ModelConfig.precision trained in float32.
     precision = train.get("precision", "float32")
     rate = train["examples_per_s"]
-    return {
+    out = {
         "flops_per_example": per_example,
         "flops_per_s": rate * per_example,
         "precision": precision,
         "share_of_matmul": rate * per_example / matmul_limit(result, precision),
     }
+    if "training_threads" in result["matmul_before"]:  # measured since ModelConfig.threads
+        out["threads"] = cfg.threads
+        out["share_of_threads_matmul"] = (
+            rate * per_example / matmul_limit(result, precision, training_threads=True)
+        )
+    return out
 
 
 def baselines(result: dict) -> dict:
@@ -211,7 +220,13 @@ def targets(results: dict) -> list[dict]:
                 t
                 and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
                 f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
-                f"against the {t['precision']} matrix-multiply rate",
+                f"against the {t['precision']} matrix-multiply rate"
+                + (
+                    f" ({t['share_of_threads_matmul']:.1%} of the rate on the "
+                    f"{t['threads']} thread(s) training runs on)"
+                    if "threads" in t
+                    else ""
+                ),
             )
         )
         rows.append(_gate_10k(p, last["stages"]["gate"]))
@@ -484,6 +499,9 @@ def _gflops(matmul: dict) -> str:
             f" float32, {bf16['flops_per_s'] / 1e9:.1f} ({bf16['median_flops_per_s'] / 1e9:.1f}) "
             "bfloat16"
         )
+    if "training_threads" in matmul:  # measured since ModelConfig.threads
+        t = matmul["training_threads"]
+        text += f" on {matmul['threads']} threads; on training's {t['threads']}: {_gflops(t)}"
     return text
 
 
@@ -543,7 +561,10 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
     ]
     for p in ordered(results):
         b = ratios[p]
-        share = f"{b['training']['share_of_matmul']:.1%}" if b["training"] else "–"
+        t = b["training"]
+        share = f"{t['share_of_matmul']:.1%}" if t else "–"
+        if t and "threads" in t:
+            share += f" ({t['share_of_threads_matmul']:.1%} at {t['threads']} thread(s))"
         lines.append(
             f"| {p} | {b['ann_recall_at_k']:.4f} @{b['ann_k']}, ef {b['ann_ef']} | {_n(b['ann_queries_per_s'])} / "
             f"{_n(b['exact_queries_per_s'])} ({_n(b['ann_speedup_over_exact'])}x) | "

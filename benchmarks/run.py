@@ -78,7 +78,7 @@ def run(
         "model": asdict(s.model),
     }
     started = time.perf_counter()
-    out["matmul_before"] = child.run("benchmarks.baselines:matmul_flops").result
+    out["matmul_before"] = child.run("benchmarks.baselines:matmul_flops", s.model.threads).result
 
     def step(name: str, ds: str, *args) -> child.Measured:
         """One step in its own process; its log records go to logs/<ds>.log."""
@@ -131,7 +131,7 @@ def run(
     for name, (target, args) in baselines.items():
         measured = step(target, last, *args)
         out["baselines"][name] = {**measured.figures(), **measured.result}
-    out["matmul_after"] = child.run("benchmarks.baselines:matmul_flops").result
+    out["matmul_after"] = child.run("benchmarks.baselines:matmul_flops", s.model.threads).result
     out["machine_after"] = machine()
     out["seconds"] = time.perf_counter() - started
     return out

@@ -129,6 +129,15 @@ class ModelConfig:
     # pays only where the device multiplies bfloat16 natively; "auto" picks it there (a CPU with
     # AMX, a GPU with bfloat16) and "float32" elsewhere. Encoding and serving run float32.
     precision: str = "auto"
+    # Intra-op threads while training (torch.set_num_threads). With 2 threads each of a step's
+    # thousands of small ops waits at a barrier for whichever core another process holds: on
+    # 6,000 of the medium bench's day-2 examples beside one busy process, 1 thread trained
+    # 1,127-1,224 examples/s and 2 threads 186-235; beside a process busy a fifth of the time
+    # they tied (1,240-1,268 against 1,179-1,354); on an idle machine 2 ran 1.2x faster
+    # (1,383-1,502 against 1,153-1,230). 1 suits this machine, where Airflow, dbt and Milvus
+    # share the cores; a machine given to training alone can set its cores. The count changes
+    # how products sum, so a day retrains to the same weights only at the same count.
+    threads: int = 1
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -170,6 +179,8 @@ class ModelConfig:
             )
         if self.title_queries < 0:
             raise ValueError(f"ModelConfig.title_queries must be >= 0, got {self.title_queries!r}")
+        if self.threads < 1:
+            raise ValueError(f"ModelConfig.threads must be >= 1, got {self.threads!r}")
         if self.patience < 0:
             raise ValueError(f"ModelConfig.patience must be >= 0, got {self.patience!r}")
 
@@ -276,6 +287,7 @@ def load_settings() -> Settings:
         patience=int(_env("EBR_PATIENCE", str(m.patience))),
         validation_share=float(_env("EBR_VALIDATION_SHARE", str(m.validation_share))),
         precision=_env("EBR_PRECISION", m.precision),
+        threads=int(_env("EBR_TRAIN_THREADS", str(m.threads))),
     )
     # Milvus Lite answers 800 queries in ~5 s at K=50, ~14 s at K=100, ~55 s at K=500 (measured):
     # K=500 is a setting away, not the default of a daily gate.

@@ -30,6 +30,7 @@ STAGES = [
 def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     monkeypatch.setenv("EBR_EPOCHS", "1")  # the figures' presence is tested, not the model
     monkeypatch.setenv("EBR_DIM", "32")
+    monkeypatch.setenv("EBR_TRAIN_THREADS", "2")
     main(["bench", "--profile", "tiny", "--days", "2"])
     out = settings.reports / "bench"
     report = json.loads((out / "report.json").read_text())
@@ -60,6 +61,14 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     trained_in = tiny["days"][-1]["stages"]["train"]["precision"]
     assert ratios["training"]["precision"] == trained_in in ("float32", "bfloat16")
     assert tiny["matmul_before"]["bfloat16"]["flops_per_s"] > 0
+    # ... and with the rate of the threads it ran on.
+    for run in ("matmul_before", "matmul_after"):
+        on_training_threads = tiny[run]["training_threads"]
+        assert (
+            on_training_threads["threads"] == 2
+            and on_training_threads["bfloat16"]["flops_per_s"] > 0
+        )
+    assert ratios["training"]["threads"] == 2 and ratios["training"]["share_of_threads_matmul"] > 0
     latency = tiny["baselines"]["latency"]
     assert 0 < latency["single"]["p50_ms"] <= latency["single"]["p99_ms"]
     assert 0 < latency["batched"]["p50_ms"] <= latency["batched"]["p99_ms"]
@@ -76,6 +85,7 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     md = (out / "report.md").read_text()
     for stage in STAGES:
         assert f"| {stage} |" in md
+    assert "at 2 thread(s))" in md and "on training's 2:" in md
     for png in ("cost_vs_events.png", "cost_vs_corpus.png", "day_cost.png"):
         assert (out / png).stat().st_size > 1000
         assert f"]({png})" in md

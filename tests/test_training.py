@@ -315,6 +315,27 @@ def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
     assert model.vocabs.user.get("stranger") == UNK and model.vocabs.item.get("gone") == UNK
 
 
+def test_training_runs_on_the_configured_threads_and_gives_the_caller_its_own_back(monkeypatch):
+    from training import train as train_module
+
+    seen = []
+    real = train_module._train
+
+    def counting(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "_train", counting)
+    examples, corpus = make_day(0, n_examples=100)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        train(examples, corpus, replace(CFG, epochs=1, threads=2), validation=examples.slice(0, 0))
+        assert seen == [2] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_settings_read_variants_and_early_stopping(monkeypatch):
     for name, value in {
         "EBR_QUERY_UNIT": "words",
@@ -328,6 +349,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_SAMPLING_CORRECTION": "none",
         "EBR_HARD_NEGATIVES": "16",
         "EBR_TRANSFORMER_UNIT_DROPOUT": "0.25",
+        "EBR_TRAIN_THREADS": "2",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
@@ -336,6 +358,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     assert m.hard_negatives == 16 and ModelConfig().hard_negatives == 4
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert m.transformer_unit_dropout == 0.25
+    assert m.threads == 2 and ModelConfig().threads == 1
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
         False,
@@ -343,6 +366,10 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         4,
         0.2,
     )
+    monkeypatch.setenv("EBR_TRAIN_THREADS", "0")
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        load_settings()
+    monkeypatch.setenv("EBR_TRAIN_THREADS", "1")
     monkeypatch.setenv("EBR_PERSONALISED", "no")
     with pytest.raises(ValueError, match="EBR_PERSONALISED"):
         load_settings()

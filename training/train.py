@@ -43,10 +43,6 @@ log = _InContext(logging.getLogger(__name__))
 # or more): the day then trains all its epochs without validation.
 MIN_VALIDATION = 50
 ENCODE_BATCH = 1024  # rows per forward pass when encoding for validation (no gradients kept)
-# Intra-op threads while training. The machine has 2 cores shared with Airflow, dbt and Milvus:
-# with 2 threads each of a step's ~thousand ops waits at a barrier for whichever core another
-# process holds, and steps ran 3-7x slower than on 1 thread (measured on a medium day).
-TRAIN_THREADS = 1
 # Pretrained word rows (cfg.word_init "minilm") are this many times as long as the random rows
 # they replace, so that the first clicks do not wash their directions out: CrowdFlower held-out
 # relevance@10 was 0.36 at 1x, 0.45 at 4x, 0.42 at 10x and 0.44 at 25x (standard error 0.033).
@@ -74,7 +70,7 @@ def train(
     device: the torch device to train on; by default cuda when torch sees one, else cpu.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
+    torch.set_num_threads(cfg.threads)
     try:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return _train(examples, corpus, cfg, base, seed, validation, log_every, device)
