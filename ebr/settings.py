@@ -133,10 +133,11 @@ class ModelConfig:
     # thousands of small ops waits at a barrier for whichever core another process holds: on
     # 6,000 of the medium bench's day-2 examples beside one busy process, 1 thread trained
     # 1,127-1,224 examples/s and 2 threads 186-235; beside a process busy a fifth of the time
-    # they tied (1,240-1,268 against 1,179-1,354); on an idle machine 2 ran 1.2x faster
-    # (1,383-1,502 against 1,153-1,230). 1 suits this machine, where Airflow, dbt and Milvus
-    # share the cores; a machine given to training alone can set its cores. The count changes
-    # how products sum, so a day retrains to the same weights only at the same count.
+    # they tied (1,240-1,268 against 1,179-1,354). On 8,000 of them on an idle machine 2 ran
+    # 1.2x faster (1,383-1,502 against 1,153-1,230). 1 suits this machine, where Airflow, dbt
+    # and Milvus share the cores; a machine given to training alone can set its cores. The
+    # count changes how products sum, so a day retrains to the same weights only at the same
+    # count.
     threads: int = 1
 
     @classmethod
