@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ebr.settings import ModelConfig, Settings, load_settings
+from indexing import exact
 from training import artifact as artifact_module
 from training import features
 from training.artifact import latest_version, load_artifact, load_meta
@@ -238,10 +239,12 @@ def test_early_stopping_when_validation_stops_improving(day, caplog):
     assert len(epochs) == 3 and all("examples/s" in e and "elapsed" in e for e in epochs)
 
 
-def test_validation_recall_pairs_each_request_with_its_own_item(trained, day):
+def test_validation_recall_pairs_each_request_with_its_own_item(trained, day, monkeypatch):
     """Validation encodes its requests in order of history length (features.Requests.by_length);
     each must still be scored against its own item. A model that ranks every request alike
-    would hide a mismatch (the hit count is the same under any pairing): this one does not."""
+    would hide a mismatch (the hit count is the same under any pairing): this one does not.
+    Scores go through the gate's exact search in blocks (indexing.exact.SCORES floats each):
+    blocks of one request count the same hits."""
     examples, corpus = day
     held_out = examples.slice(540)
     items = features.items(corpus, trained.vocabs, CFG, grow=False)
@@ -251,6 +254,8 @@ def test_validation_recall_pairs_each_request_with_its_own_item(trained, day):
     got = validation.recall(trained.model, items, 3, "cpu")
     assert got == pytest.approx(recall_of(trained, held_out, corpus, 3))
     assert got > 0.5  # the requests are told apart: a mispairing would change the count
+    monkeypatch.setattr(exact, "SCORES", len(items))
+    assert validation.recall(trained.model, items, 3, "cpu") == got
 
 
 def test_best_epoch_weights_are_returned(day):
