@@ -365,12 +365,7 @@ class _Validation:
         with torch.no_grad():
             corpus = _encode_items(model, items, device)  # [N, d]
             order = self.requests.by_length()  # a count of hits: any order gives the same
-            users = torch.cat(
-                [
-                    model.user_tower(self.requests.batch(order[i : i + ENCODE_BATCH]).to(device))
-                    for i in range(0, len(order), ENCODE_BATCH)
-                ]
-            )
+            users = _encoded(model.user_tower, self.requests, order, device)
             # The gate's exact search, whose blocks bound the scores whatever the corpus: a
             # batch of 1,024 users against the large profile's million items had been a 4 GiB
             # score matrix, and the training stage's peak (8.5 GiB against the 8 GiB target).
@@ -381,11 +376,17 @@ class _Validation:
 
 
 def _encode_items(model: MGDSPR, items: features.Items, device: str) -> torch.Tensor:
-    chunks = [
-        model.item_tower(items.batch(range(i, min(i + ENCODE_BATCH, len(items)))).to(device))
-        for i in range(0, len(items), ENCODE_BATCH)
-    ]
-    return torch.cat(chunks)
+    return _encoded(model.item_tower, items, range(len(items)), device)
+
+
+def _encoded(tower, table: features.Items | features.Requests, rows, device: str) -> torch.Tensor:
+    """tower over table's rows (in that order), ENCODE_BATCH at a time."""
+    return torch.cat(
+        [
+            tower(table.batch(rows[i : i + ENCODE_BATCH]).to(device))
+            for i in range(0, len(rows), ENCODE_BATCH)
+        ]
+    )
 
 
 def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table | None]:
