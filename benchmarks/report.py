@@ -395,6 +395,15 @@ def _n(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _cpu(machine: dict) -> str:
+    """The processor in brackets, e.g. " (AMD EPYC, AVX2, no AMX)"; empty for reports from
+    before the bench recorded it."""
+    if "cpu_name" not in machine:
+        return ""
+    amx = "AMX" if machine["amx_bf16"] else "no AMX"
+    return f" ({machine['cpu_name']}, {machine['vector_unit']}, {amx})"
+
+
 def markdown(results: dict, header: dict, derived: dict, plots: list[str]) -> str:
     lines = ["# Benchmark: the daily refresh at marketplace scale", ""]
     for p in ordered(results):
@@ -403,7 +412,7 @@ def markdown(results: dict, header: dict, derived: dict, plots: list[str]) -> st
         m = r["machine"]
         lines.append(
             f"- **{p}**: `{run.get('command', '?')}` at code {str(run.get('code_version', '?'))[:12]}; "
-            f"{len(r['days'])} days, {r['seconds']:.0f} s in all; {m['cpus']} CPUs, "
+            f"{len(r['days'])} days, {r['seconds']:.0f} s in all; {m['cpus']} CPUs{_cpu(m)}, "
             f"{m['memory_gib']:.0f} GiB; load average {m['load_average'][0]:.1f} at start, "
             f"{r['machine_after']['load_average'][0]:.1f} at end; matrix multiply (best 0.25 s "
             f"window, median) {_gflops(r['matmul_before'])} before, {_gflops(r['matmul_after'])} after"

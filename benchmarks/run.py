@@ -48,10 +48,25 @@ def bench_settings(settings: Settings, profile: str) -> Settings:
 def machine() -> dict:
     return {
         "cpus": os.cpu_count(),
+        **cpu(),
         "memory_gib": psutil.virtual_memory().total / 2**30,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
+    }
+
+
+def cpu() -> dict:
+    """The processor and the vector unit torch dispatches to: on 2 cores each, the medium day
+    trained 1,361 examples/s on an AMX machine (bfloat16 matrix units) and 680 on an AVX2-only
+    one, so a figure means little without them."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    return {
+        "cpu_name": caps.get("cpu_name", platform.processor()),
+        "vector_unit": torch.backends.cpu.get_cpu_capability(),
+        "amx_bf16": bool(caps.get("amx_bf16")),
     }
 
 

@@ -86,6 +86,11 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     for stage in STAGES:
         assert f"| {stage} |" in md
     assert "at 2 thread(s))" in md and "on training's 2:" in md
+    # The processor, which moves every figure: its name and the vector unit torch runs on.
+    cpu = tiny["machine"]
+    assert cpu["cpu_name"] and cpu["vector_unit"] == torch.backends.cpu.get_cpu_capability()
+    amx = "AMX" if cpu["amx_bf16"] else "no AMX"
+    assert f"CPUs ({cpu['cpu_name']}, {cpu['vector_unit']}, {amx})" in md
     for png in ("cost_vs_events.png", "cost_vs_corpus.png", "day_cost.png"):
         assert (out / png).stat().st_size > 1000
         assert f"]({png})" in md
