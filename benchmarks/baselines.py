@@ -156,7 +156,8 @@ def encoding_split(settings: Settings, sample: int) -> dict:
 def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     """Mean padded length of each sequence the model reads in training, as training batches
     them (random batches of batch_size, padded to their longest row; titles are not padded:
-    their mean length), over `sample` of the day's examples spread over the day: the lengths
+    their mean length; the behaviour lists rt and st padded as model._by_length runs them, with
+    their mean squares), over `sample` of the day's examples spread over the day: the lengths
     training/flops.py counts FLOPs with."""
     import torch
 
@@ -186,8 +187,8 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
                 "char2": b.char2.shape[1],
                 "past": b.past.shape[1],
                 "past_words": b.past.shape[2],
-                "rt": b.rt.shape[1],
-                "st": b.st.shape[1],
+                **_grouped("rt", b.rt),
+                **_grouped("st", b.st),
                 "lt": b.lt.shape[3],
             }
         )
@@ -205,6 +206,19 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
         )
     lengths = {key: float(np.mean([s[key] for s in shapes])) for key in shapes[0]}
     return {**lengths, "title": float(np.mean(titles)), "examples": len(requests)}
+
+
+def _grouped(name: str, ids) -> dict:
+    """The mean and mean square of the positions each row of a behaviour list runs at: its
+    length group's longest (model._by_length), 0 for a row without history, which is not run."""
+    from training.model import _length_groups
+    from training.vocab import PAD
+
+    lengths = (ids != PAD).sum(1).numpy()
+    runs = np.zeros(len(lengths))
+    for group in _length_groups(lengths):
+        runs[group] = lengths[group[-1]]
+    return {name: float(runs.mean()), f"{name}_sq": float((runs**2).mean())}
 
 
 def scratch_training(days: list[str], settings: Settings, sample: int | None) -> dict:

@@ -97,7 +97,8 @@ def matmul_limit(result: dict, precision: str = "float32", training_threads: boo
 
 
 def training_flops(result: dict) -> dict | None:
-    """FLOPs per training example at the measured padded lengths, and the share of the machine's
+    """FLOPs per training example at the measured padded lengths (the behaviour lists' as their
+    length groups pad them, in runs since that was measured), and the share of the machine's
     matrix-multiply FLOP/s the train stage reached."""
     from ebr.settings import ModelConfig
     from training.flops import flops_per_example
@@ -590,7 +591,8 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
         "collection. Encoding: the build stage's items/s against the machine's measured "
         "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
         "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
-        "FLOPs per example (training/flops.py, at the day's measured padded lengths) over the "
+        "FLOPs per example (training/flops.py, at the day's measured padded lengths: a batch's "
+        "longest row, and for the behaviour lists their length groups' longest) over the "
         "matrix-multiply FLOP/s of the arithmetic its towers ran in (float32, or bfloat16 under "
         "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch "
         "on every day so far against the train stage's warm-started day (wall, process start-up "

@@ -1,5 +1,7 @@
 """flops_per_example against a hand count, and how it scales with sequence lengths."""
 
+import pytest
+
 from ebr.settings import ModelConfig
 from training.flops import flops_per_example
 
@@ -79,3 +81,15 @@ def test_grows_linearly_in_pooled_and_recurrent_lengths_and_quadratically_in_att
     for name in ("words", "rt", "st"):  # self-attention adds a k^2 term: constant 2nd difference
         step1, step2 = at(**{name: 11}) - at(**{name: 10}), at(**{name: 12}) - at(**{name: 11})
         assert step2 - step1 == 3 * 2 * 2 * 2 * CFG.dim  # 3 x (scores + values) x d(k^2)/dk^2
+
+
+def test_behaviour_lists_of_rows_of_different_lengths_count_each_rows_own_attention():
+    # Two rows trimmed to their own lengths (real-time 2 and 8, short-term 0 and 6): the mean of
+    # their counts, which the mean lengths with the mean squares give and the squares of the
+    # mean lengths understate (their attention scores are quadratic).
+    rows = [{"rt": 2, "st": 0}, {"rt": 8, "st": 6}]
+    each = [flops_per_example(CFG, {**LENGTHS, **row}) for row in rows]
+    mean = {"rt": 5, "rt_sq": (4 + 64) / 2, "st": 3, "st_sq": (0 + 36) / 2}
+    assert flops_per_example(CFG, {**LENGTHS, **mean}) == pytest.approx(sum(each) / 2, rel=1e-12)
+    squared_means = flops_per_example(CFG, {**LENGTHS, "rt": 5, "st": 3})
+    assert squared_means < sum(each) / 2

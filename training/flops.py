@@ -31,10 +31,14 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
       past_words  words per past query                   (personalised)
       rt          real-time item sequence                (personalised)
       st          short-term item sequence               (personalised)
+      rt_sq       mean squared length of rt (optional: rt squared when absent)
+      st_sq       mean squared length of st (optional: st squared when absent)
       lt          each of the len(ATTRS) x len(ACTIONS) long-term lists (personalised)
       title       title words per item
-    Only the keys the variant reads are needed. Self-attention terms square the given length:
-    over rows of different lengths, average the FLOPs of each row's lengths.
+    Only the keys the variant reads are needed. Self-attention terms square the given length,
+    except the behaviour sequences' with rt_sq and st_sq: those run on groups of rows trimmed to
+    their own longest (model._by_length), so their rows' lengths differ within a batch and the
+    mean of the squares, not the square of the mean, counts their attention scores.
 
     Matrix products (Linear, LSTM gates, attention scores and values, logits) cost 2 x m x n x k
     forward and twice that backward (gradients of both operands). Mean pooling of embeddings
@@ -62,9 +66,11 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
         if cfg.query_unit == "multi":
             mm += _attend(1, L["past"], d)  # q_his
         # Real-time: LSTM, self-attention, read by Q.
-        mm += _lstm(model.rt_lstm, L["rt"]) + _mha(model.rt_attn, L["rt"]) + _attend(m, L["rt"], d)
+        rt, st = L["rt"], L["st"]
+        mm += _lstm(model.rt_lstm, rt) + _mha(model.rt_attn, rt, L.get("rt_sq", rt * rt))
+        mm += _attend(m, rt, d)
         # Short-term: self-attention, read by Q.
-        mm += _mha(model.st_attn, L["st"]) + _attend(m, L["st"], d)
+        mm += _mha(model.st_attn, st, L.get("st_sq", st * st)) + _attend(m, st, d)
         # Long-term: per attribute one pooled vector per action, read by Q.
         pool += len(ATTRS) * len(ACTIONS) * L["lt"] * d
         mm += len(ATTRS) * _attend(m, len(ACTIONS), d)
@@ -86,11 +92,12 @@ def _linear(layer: nn.Linear, tokens: float) -> float:
     return 2 * layer.in_features * layer.out_features * tokens
 
 
-def _mha(layer: nn.MultiheadAttention, n: float) -> float:
-    """Self-attention over n tokens: q, k, v and output projections, scores and weighted sum."""
+def _mha(layer: nn.MultiheadAttention, n: float, n_sq: float | None = None) -> float:
+    """Self-attention over n tokens: q, k, v and output projections, scores and weighted sum.
+    n_sq: the mean of n squared over rows of different lengths (n * n for one length)."""
     d = layer.embed_dim
     projections = 2 * layer.in_proj_weight.shape[0] * d * n + _linear(layer.out_proj, n)
-    return projections + 2 * _attention_core(n, n, d)
+    return projections + 2 * _attention_core(1, n * n if n_sq is None else n_sq, d)
 
 
 def _attention_core(queries: float, keys: float, d: int) -> float:
