@@ -137,8 +137,9 @@ class ModelConfig:
     # 1.2x faster (1,383-1,502 against 1,153-1,230). 1 suits this machine, where Airflow, dbt
     # and Milvus share the cores; a machine given to training alone can set its cores. The
     # count changes how products sum, so a day retrains to the same weights only at the same
-    # count, and only at 1 on an AVX2-only AMD EPYC: there four 2-thread runs of the same 6,000
-    # examples ended at four parameter sums (24191.29-24192.21), two 1-thread runs at one.
+    # count. On more threads it also takes torch's deterministic algorithms (training.train
+    # turns them on): without them four 2-thread runs of the same 6,000 medium examples ended at
+    # four parameter sums (24191.29-24192.21) on an AVX2-only AMD EPYC.
     threads: int = 1
 
     @classmethod

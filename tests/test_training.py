@@ -273,6 +273,10 @@ def test_best_epoch_weights_are_returned(day):
 
 @pytest.mark.parametrize("arithmetic", ["float32", "bfloat16"])
 def test_precision_sets_the_towers_arithmetic_and_nothing_else(day, arithmetic):
+    from training.train import cpu_has_bfloat16
+
+    if arithmetic == "bfloat16" and not cpu_has_bfloat16():
+        pytest.skip("this CPU has no bfloat16 kernels: its refusal is tested below")
     examples, corpus = day
     cfg = replace(CFG, epochs=2, precision=arithmetic)
     # The output dtype of every linear layer the towers run while training.
@@ -294,6 +298,17 @@ def test_precision_sets_the_towers_arithmetic_and_nothing_else(day, arithmetic):
     assert model.encode_items(corpus).dtype == np.float32
     with pytest.raises(ValueError, match="precision"):
         replace(CFG, precision="float16")
+
+
+def test_bfloat16_on_a_cpu_without_its_kernels_is_refused_by_name(day, monkeypatch):
+    from training import train as train_module
+
+    examples, corpus = day
+    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda: False)
+    cfg = replace(CFG, epochs=1, precision="bfloat16")
+    with pytest.raises(ValueError, match=r"precision 'bfloat16' \(EBR_PRECISION\) needs a CPU"):
+        train(examples.slice(0, 100), corpus, cfg, seed=0, device="cpu")
+    assert train_module.precision(replace(cfg, precision="float32"), "cpu") == "float32"
 
 
 def test_validation_rows_never_grow_vocabularies_and_unknown_items_miss(day):
@@ -327,7 +342,7 @@ def test_training_runs_on_the_configured_threads_and_gives_the_caller_its_own_ba
     real = train_module._train
 
     def counting(*args):
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
         return real(*args)
 
     monkeypatch.setattr(train_module, "_train", counting)
@@ -336,9 +351,22 @@ def test_training_runs_on_the_configured_threads_and_gives_the_caller_its_own_ba
     torch.set_num_threads(3)
     try:
         train(examples, corpus, replace(CFG, epochs=1, threads=2), validation=examples.slice(0, 0))
-        assert seen == [2] and torch.get_num_threads() == 3
+        # Deterministic kernels while training on the CPU, the caller's setting after.
+        assert seen == [(2, True)] and torch.get_num_threads() == 3
+        assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_day_retrains_to_the_same_weights_on_two_threads():
+    examples, corpus = make_day(0, n_items=400, n_users=200, n_examples=3000)
+    cfg = replace(CFG, dim=128, batch_size=256, sampled_negatives=256, epochs=1, threads=2)
+    first, second = (
+        train(examples, corpus, cfg, seed=3, validation=examples.slice(0, 0)).model.state_dict()
+        for _ in range(2)
+    )
+    for name, weights in first.items():
+        assert torch.equal(weights, second[name]), name
 
 
 def test_settings_read_variants_and_early_stopping(monkeypatch):

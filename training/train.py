@@ -71,12 +71,20 @@ def train(
     device: the torch device to train on; by default cuda when torch sees one, else cpu.
     """
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
     try:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # A rerun of a day must train the same model. On more than one CPU thread some kernels
+        # sum in whichever order the threads finish: 2-thread runs of the same 6,000 medium
+        # examples ended at a different model each time, and at one with this on, at 0.8-0.9x
+        # the examples/s (772-773 against 865-957); on one thread it changes neither (585-609
+        # against 557-592). Not on a GPU: there it needs CUBLAS_WORKSPACE_CONFIG.
+        torch.use_deterministic_algorithms(deterministic or torch.device(device).type == "cpu")
         return _train(examples, corpus, cfg, base, seed, validation, log_every, device)
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> Artifact:
@@ -282,7 +290,17 @@ def _epoch(
 
 
 def precision(cfg: ModelConfig, device: str) -> str:
-    """cfg.precision with "auto" resolved for device: bfloat16 where its matrix units take it."""
+    """cfg.precision with "auto" resolved for device: bfloat16 where its matrix units take it.
+    bfloat16 asked for on a CPU without bfloat16 kernels is refused by name: oneDNN has no LSTM
+    for it there ("could not create a primitive descriptor"), and its products would be
+    emulated (0.9 GFLOP/s on an AVX2-only AMD EPYC, against 139 in float32)."""
+    on_cpu = torch.device(device).type == "cpu"
+    if cfg.precision == "bfloat16" and on_cpu and not cpu_has_bfloat16():
+        raise ValueError(
+            "ModelConfig.precision 'bfloat16' (EBR_PRECISION) needs a CPU with bfloat16 kernels "
+            f"(AVX-512 BF16 or AMX); this one runs {torch.backends.cpu.get_cpu_capability()}: "
+            "set 'auto' or 'float32'"
+        )
     if cfg.precision != "auto":
         return cfg.precision
     if torch.device(device).type == "cuda":
@@ -290,6 +308,11 @@ def precision(cfg: ModelConfig, device: str) -> str:
     else:
         native = bool(torch.cpu.get_capabilities().get("amx_bf16"))
     return "bfloat16" if native else "float32"
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether torch's oneDNN has bfloat16 kernels on this CPU."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def pool_log_q(
