@@ -175,7 +175,7 @@ class MGDSPR(nn.Module):
 
     def item_tower(self, b: ItemBatch) -> Tensor:
         title = _bags_mean(self.emb["word"], b.words, b.offsets)
-        return self.emb["item"](b.item) + torch.tanh(self.title_proj(title))
+        return self.emb["item"](b.item) + _tanh(self.title_proj(title))
 
     @torch.no_grad()
     def item_norm_bound(self) -> float:
@@ -186,7 +186,7 @@ class MGDSPR(nn.Module):
             name: self.emb[name].get_parameter("weight").norm(dim=1) for name in ("word", "item")
         }
         W, c = self.title_proj.weight, self.title_proj.bias
-        title = torch.tanh(W.norm(dim=1) * rows["word"].max() + c.abs()).norm()
+        title = _tanh(W.norm(dim=1) * rows["word"].max() + c.abs()).norm()
         return float(rows["item"].max() + title)
 
 
@@ -393,6 +393,13 @@ def _mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x [B, L, d] over the valid positions of mask [B, L]."""
     m = mask.unsqueeze(-1).to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1, in float32: within 2e-7 of torch.tanh, with its gradient.
+    torch's tanh ran at 0.2G elements/s a thread on an AVX2 CPU (AMD EPYC), a fifth of its
+    sigmoid, and took a third of the item tower's time encoding the corpus."""
+    return 2 * torch.sigmoid(2 * x.float()) - 1
 
 
 def _bag_mean(table: nn.Module, ids: Tensor, trained: bool = True) -> Tensor:
