@@ -135,6 +135,9 @@ def baselines(result: dict) -> dict:
     ]
     limit_items = matmul_limit(result) / enc["flops_per_item"]
     train = last["stages"]["train"]
+    # The gate encodes the corpus again (candidate and live model) with no inserts in flight:
+    # where Milvus runs on this machine, the build's rate is what its ingesting leaves.
+    gate_items = last["stages"]["gate"]["probes"].get("encode_items")
     return {
         "ann_recall_at_k": ann["recall"],
         "ann_k": ann["k"],
@@ -147,6 +150,7 @@ def baselines(result: dict) -> dict:
         "encode_share_of_limit": encode_rate / limit_items,
         "encode_forward_share_of_limit": enc["forward_items_per_s"] / limit_items,
         "encode_featurise_items_per_s": enc["featurise_items_per_s"],
+        "gate_encode_items_per_s": gate_items and gate_items["n"] / gate_items["s"],
         "incremental_train_s": train["wall_s"],
         "scratch_train_s": scratch["wall_s"],
         "scratch_over_incremental": scratch["wall_s"] / train["wall_s"],
@@ -206,8 +210,19 @@ def targets(results: dict) -> list[dict]:
     for p in ordered(results):
         r = results[p]
         ratios, last = baselines(r), r["days"][-1]
+        gate_rate = ratios.get("gate_encode_items_per_s")
         rows.append(
-            _target("item encoding", p, ratios["encode_items_per_s"], 500_000, "items/s", True)
+            _target(
+                "item encoding",
+                p,
+                ratios["encode_items_per_s"],
+                500_000,
+                "items/s",
+                True,
+                gate_rate
+                and f"the build's; the gate encoded the same corpus for both models at "
+                f"{_n(gate_rate)} items/s, with no inserts beside it",
+            )
         )
         t = ratios["training"]
         rows.append(

@@ -12,6 +12,7 @@ import torch
 from test_training import make_day
 
 from benchmarks import devices
+from benchmarks.report import _n
 from ebr.cli import main
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,11 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     trained_in = tiny["days"][-1]["stages"]["train"]["precision"]
     assert ratios["training"]["precision"] == trained_in in ("float32", "bfloat16")
     assert tiny["matmul_before"]["bfloat16"]["flops_per_s"] > 0
+    # Encoding is judged in the build, beside the gate's encoding of the same corpus.
+    gate_encoded = tiny["days"][-1]["stages"]["gate"]["probes"]["encode_items"]
+    gate_rate = gate_encoded["n"] / gate_encoded["s"]
+    assert gate_encoded["n"] == 2 * tiny["days"][-1]["facts"]["corpus"]
+    assert ratios["gate_encode_items_per_s"] == pytest.approx(gate_rate)
     # ... and with the rate of the threads it ran on.
     for run in ("matmul_before", "matmul_after"):
         on_training_threads = tiny[run]["training_threads"]
@@ -81,6 +87,10 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
         if t["met"] is False:
             assert t["verdict"].startswith("missed: ")  # and by how much
     assert verdicts["medium day end to end (slowest day)", "medium"]["met"] is None  # not run
+    assert (
+        f"same corpus for both models at {_n(gate_rate)} items/s"
+        in (verdicts["item encoding", "tiny"]["note"])
+    )
 
     md = (out / "report.md").read_text()
     for stage in STAGES:
