@@ -21,9 +21,9 @@ from ebr.settings import Settings
 
 SCALAR_FIELDS = ("title", "leaf_category", "top_category", "brand", "shop")
 NAME = re.compile(r"^items_(\d{8})_v(\d+)$")
-# A Milvus server builds with these; Milvus Lite (3.2.2) builds one index whatever they say: on
-# the medium bench's 202k vectors M 4..16 and efConstruction 16..200 all took 32-36 s and found
-# the same 0.9938 of the exact top-100 (docs/scale-out.md, "The index build").
+# A Milvus server's build settings. Milvus Lite (3.2.2) builds one index whatever they say: on
+# the medium bench's 202k vectors M 4..16 and efConstruction 16..200 indexed in the same time
+# and found the same 0.9938 of the exact top-100 (docs/scale-out.md, "The index build").
 HNSW = {"M": 16, "efConstruction": 200}
 SEARCH_BATCH = 512  # one Milvus Lite call costs ~0.1 s whatever nq is: batch queries
 # HNSW search breadth per requested hit. On the medium bench's 202k items (1,000 held-out
