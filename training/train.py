@@ -294,8 +294,8 @@ def precision(cfg: ModelConfig, device: str) -> str:
     bfloat16 asked for on a CPU without bfloat16 kernels is refused by name: oneDNN has no LSTM
     for it there ("could not create a primitive descriptor"), and its products would be
     emulated (0.9 GFLOP/s on an AVX2-only AMD EPYC, against 139 in float32)."""
-    on_cpu = torch.device(device).type == "cpu"
-    if cfg.precision == "bfloat16" and on_cpu and not cpu_has_bfloat16():
+    kind = torch.device(device).type
+    if cfg.precision == "bfloat16" and kind == "cpu" and not cpu_has_bfloat16():
         raise ValueError(
             "ModelConfig.precision 'bfloat16' (EBR_PRECISION) needs a CPU with bfloat16 kernels "
             f"(AVX-512 BF16 or AMX); this one runs {torch.backends.cpu.get_cpu_capability()}: "
@@ -303,7 +303,7 @@ def precision(cfg: ModelConfig, device: str) -> str:
         )
     if cfg.precision != "auto":
         return cfg.precision
-    if torch.device(device).type == "cuda":
+    if kind == "cuda":
         native = torch.cuda.is_bf16_supported()
     else:
         native = bool(torch.cpu.get_capabilities().get("amx_bf16"))
