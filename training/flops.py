@@ -67,10 +67,10 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
             mm += _attend(1, L["past"], d)  # q_his
         # Real-time: LSTM, self-attention, read by Q.
         rt, st = L["rt"], L["st"]
-        mm += _lstm(model.rt_lstm, rt) + _mha(model.rt_attn, rt, L.get("rt_sq", rt * rt))
+        mm += _lstm(model.rt_lstm, rt) + _mha(model.rt_attn, rt, L.get("rt_sq"))
         mm += _attend(m, rt, d)
         # Short-term: self-attention, read by Q.
-        mm += _mha(model.st_attn, st, L.get("st_sq", st * st)) + _attend(m, st, d)
+        mm += _mha(model.st_attn, st, L.get("st_sq")) + _attend(m, st, d)
         # Long-term: per attribute one pooled vector per action, read by Q.
         pool += len(ATTRS) * len(ACTIONS) * L["lt"] * d
         mm += len(ATTRS) * _attend(m, len(ACTIONS), d)
