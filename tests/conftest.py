@@ -1,5 +1,6 @@
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -10,12 +11,18 @@ import pytest
 # Airflow reads AIRFLOW_HOME when first imported: point it at a throwaway home before any test
 # imports it, so tests never touch a developer's ./.airflow.
 REPO = Path(__file__).resolve().parent.parent
-os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ebr-test-airflow-")
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="ebr-test-airflow-")
+os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] = "False"  # no network here, nor in CI
 
 from ebr.settings import Settings, load_settings  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The throwaway Airflow home goes with the session (each run left one in /tmp before)."""
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture
