@@ -105,10 +105,12 @@ def insert(
     """Rows and their item vectors, no longer than norm_bound (the same for the whole collection:
     the model's item_norm_bound)."""
     stored = item_side(vectors, norm_bound)
+    # Rows of the float32 array as they are (pymilvus takes them): a list per row cost 0.05 s of
+    # the 0.5 s that building and packing 8,192 rows takes here.
     data = [
         {
             "item_id": rows["item_id"][k],
-            "embedding": stored[k].tolist(),
+            "embedding": stored[k],
             "price": float(rows["price"][k]),
             **{f: str(rows[f][k] or "")[:1000] for f in SCALAR_FIELDS},
         }
