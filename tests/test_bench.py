@@ -32,12 +32,26 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     monkeypatch.setenv("EBR_EPOCHS", "1")  # the figures' presence is tested, not the model
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_TRAIN_THREADS", "2")
-    main(["bench", "--profile", "tiny", "--days", "2"])
+    # Day 3 is fast-forwarded: landed and transformed, not trained on.
+    main(["bench", "--profile", "tiny", "--days", "4", "--fast-forward"])
     out = settings.reports / "bench"
     report = json.loads((out / "report.json").read_text())
 
     tiny = report["results"]["tiny"]
-    assert [d["ds"] for d in tiny["days"]] == ["2026-01-01", "2026-01-02"]
+    assert [d["ds"] for d in tiny["days"]] == ["2026-01-01", "2026-01-02", "2026-01-04"]
+    assert [d["day"] for d in tiny["days"]] == [1, 2, 4]
+    assert tiny["fast_forward"]["days"] == ["2026-01-03"] and tiny["fast_forward"]["wall_s"] > 0
+    bench = settings.home / "bench" / "tiny"
+    with duckdb.connect(str(bench / "warehouse.duckdb"), read_only=True) as con:
+        marts = con.sql("select distinct ds::varchar from mart_training_examples order by 1")
+        assert [r[0] for r in marts.fetchall()] == [d["ds"] for d in tiny["days"][:2]] + [
+            "2026-01-03",
+            "2026-01-04",
+        ]
+    # Day 4 trained v3 on day 2's v2: nothing trained on day 3.
+    v3 = json.loads((bench / "models" / "v3" / "meta.json").read_text())
+    assert (v3["ds"], v3["parent"]) == ("2026-01-04", 2)
+    assert not (bench / "models" / "v4").exists()
     for day in tiny["days"]:
         assert list(day["stages"]) == STAGES
         for stage in day["stages"].values():
@@ -57,7 +71,7 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     assert 0 < ratios["ann_recall_at_k"] <= 1
     for key in ("ann_speedup_over_exact", "encode_share_of_limit", "scratch_over_incremental"):
         assert ratios[key] > 0, key
-    assert ratios["training"]["share_of_matmul"] > 0 and ratios["scratch_days"] == 2
+    assert ratios["training"]["share_of_matmul"] > 0 and ratios["scratch_days"] == 3
     # Training is compared with the matrix-multiply rate of the arithmetic it ran in.
     trained_in = tiny["days"][-1]["stages"]["train"]["precision"]
     assert ratios["training"]["precision"] == trained_in in ("float32", "bfloat16")
@@ -87,6 +101,11 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
         if t["met"] is False:
             assert t["verdict"].startswith("missed: ")  # and by how much
     assert verdicts["medium day end to end (slowest day)", "medium"]["met"] is None  # not run
+    day30 = verdicts["incremental day cost, day 30 / day 2", "tiny"]
+    # Judged, as a JSON bool (a numpy one had been written as the string "False").
+    assert day30["met"] in (True, False) and isinstance(day30["measured"], float)
+    assert day30["note"].startswith("extrapolated from days 2, 4 (")
+    assert "the 1 day(s) before the last (2026-01-03..2026-01-03) landed" in day30["note"]
     assert (
         f"same corpus for both models at {_n(gate_rate)} items/s"
         in (verdicts["item encoding", "tiny"]["note"])
