@@ -35,33 +35,98 @@ history_requests as (
 
 ),
 
--- The user's actions strictly before each probe, ranked by recency per action type
+-- Each user's actions of each type numbered in time (ties as the recency order breaks them)
+numbered_actions as (
+
+    select
+        *,
+        row_number() over (
+            partition by user_id, event_type
+            order by event_time, request_id, item_id
+        ) as seq
+
+    from history_actions
+
+),
+
+-- The last number at each time: an ASOF join on it finds a probe's position in the history
+numbered_times as (
+
+    select
+        user_id,
+        event_type,
+        event_time,
+        max(seq) as seq
+
+    from numbered_actions
+    group by user_id, event_type, event_time
+
+),
+
+probe_types as (
+
+    select {{ probes }}.*, action_types.event_type
+    from {{ probes }}
+    cross join (
+        values {%- for action in behaviour_actions() %} ('{{ action }}'){{ ',' if not loop.last }}{% endfor %}
+    ) as action_types (event_type)
+
+),
+
+-- Per probe and type: the number of its last action strictly before as_of (last) and of its
+-- last one over 30 days old (too_old, 0 if none)
+probe_positions as (
+
+    select
+        probe_types.probe_id,
+        probe_types.user_id,
+        probe_types.event_type,
+        probe_types.as_of,
+        before.seq as last,
+        coalesce(too_old.seq, 0) as too_old
+
+    from probe_types
+    asof inner join numbered_times as before
+        on before.user_id = probe_types.user_id
+       and before.event_type = probe_types.event_type
+       and probe_types.as_of > before.event_time
+    asof left join numbered_times as too_old
+        on too_old.user_id = probe_types.user_id
+       and too_old.event_type = probe_types.event_type
+       and probe_types.as_of - interval {{ limits.history_days }} day > too_old.event_time
+
+),
+
+-- The user's actions strictly before each probe, ranked by recency per action type: the
+-- positions last, last - 1, ... (as many as the longest list keeps, none over 30 days old)
+-- looked up by number. Joining each probe to all of its user's history instead costs
+-- requests x history per user: quadratic in a heavy user (docs/scale-out.md).
 prior_actions as (
 
     select
-        {{ probes }}.probe_id,
-        history_actions.event_type,
-        history_actions.item_id,
-        history_actions.shop,
-        history_actions.leaf_category,
-        history_actions.brand,
-        history_actions.event_time
-            >= {{ probes }}.as_of - interval {{ limits.short_term_days }} day as is_short_term,
-        row_number() over (
-            partition by {{ probes }}.probe_id, history_actions.event_type
-            order by
-                history_actions.event_time desc,
-                history_actions.request_id desc,
-                history_actions.item_id desc
-        ) as recency_rank  -- 1 = the most recent action of its type
+        positions.probe_id,
+        numbered_actions.event_type,
+        numbered_actions.item_id,
+        numbered_actions.shop,
+        numbered_actions.leaf_category,
+        numbered_actions.brand,
+        numbered_actions.event_time
+            >= positions.as_of - interval {{ limits.short_term_days }} day as is_short_term,
+        positions.last - numbered_actions.seq + 1 as recency_rank  -- 1 = the most recent
 
-    from {{ probes }}
-    inner join history_actions
-        on history_actions.user_id = {{ probes }}.user_id
-       and history_actions.event_time < {{ probes }}.as_of
-       and history_actions.event_time >= {{ probes }}.as_of - interval {{ limits.history_days }} day
-
-    qualify recency_rank <= {{ [limits.rt_len + limits.st_len, limits.lt_len] | max }}
+    from (
+        select
+            *,
+            unnest(generate_series(
+                greatest(too_old + 1, last - {{ [limits.rt_len + limits.st_len, limits.lt_len] | max }} + 1),
+                last
+            )) as seq
+        from probe_positions
+    ) as positions
+    inner join numbered_actions
+        on numbered_actions.user_id = positions.user_id
+       and numbered_actions.event_type = positions.event_type
+       and numbered_actions.seq = positions.seq
 
 ),
 
