@@ -145,6 +145,17 @@ def _odd_queries(day: str) -> list[tuple]:
     ]
 
 
+def _repeater(day: str) -> list[tuple]:
+    """User u_rep: 25 distinct queries, then one query more times than past_queries looks back
+    (past_query_lookback, 100), then 25 new ones: every way its lists are found is exercised."""
+    queries = [f"old {k}" for k in range(25)] + ["again"] * 110 + [f"new {k}" for k in range(25)]
+    start = _ts(day, "01:00:00")
+    rows: list[tuple] = []
+    for k, text in enumerate(queries):
+        rows += _request(f"r-rep-{k:03d}", "u_rep", text, start + timedelta(minutes=k), ["i10"])
+    return rows
+
+
 def _random_day(day: str, rng: random.Random) -> list[tuple]:
     """Background traffic; u1 clicks often enough (> 50 clicks a day) to fill st_items on day 2."""
     queries = [f"query {k}" for k in range(25)]
@@ -190,7 +201,9 @@ def make_landing() -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     pit = _pit_scenario()
     out = {}
     for day in (DAY1, DAY2):
-        rows = _random_day(day, rng) + (_odd_queries(day) if day == DAY1 else []) + pit[day]
+        rows = _random_day(day, rng) + pit[day]
+        if day == DAY1:
+            rows += _odd_queries(day) + _repeater(day)
         rows.append(rows[-1])  # an exact duplicate event: staging keeps one
         out[day] = (_events_frame(rows), _catalogue())
     return out
@@ -404,6 +417,18 @@ def test_click_after_request_time_is_not_a_feature_of_that_request(built: Built)
     assert "rD" not in set(training.request_id)
     # rE, the next day, also sees rD's click: history crosses days.
     assert list(by_request["rE"].rt_items) == ["i02", "i_pit", "i03", "i04"]
+
+
+def test_past_queries_reach_past_a_query_repeated_beyond_the_look_back(built: Built) -> None:
+    rows = query(
+        built.settings,
+        "select request_id, past_queries from int_user_behaviour "
+        "where request_id in ('r-rep-135', 'r-rep-159')",
+    )
+    by_request = {row.request_id: list(row.past_queries) for row in rows.itertuples()}
+    # After 110 requests for "again", the 19 latest of the earlier queries still count.
+    assert by_request["r-rep-135"] == [f"old {k}" for k in range(6, 25)] + ["again"]
+    assert by_request["r-rep-159"] == [f"new {k}" for k in range(4, 24)]
 
 
 def test_behaviour_matches_a_reference_implementation(built: Built) -> None:

@@ -1,6 +1,8 @@
 {#- The point-in-time behaviour lists, in contract order (docs/contracts.md). -#}
 
-{#- List lengths and time windows of the contract (ModelConfig rt_len, st_len, lt_len, past_queries). -#}
+{#- List lengths and time windows of the contract (ModelConfig rt_len, st_len, lt_len, past_queries),
+    and past_query_lookback: how many of a user's latest requests past_queries reads first (a cost
+    bound, not part of the contract; see point_in_time_behaviour). -#}
 {% macro behaviour_limits() -%}
     {{ return({
         'history_days': 30,
@@ -9,6 +11,7 @@
         'st_len': 100,
         'lt_len': 100,
         'past_queries': 20,
+        'past_query_lookback': 100,
     }) }}
 {%- endmacro %}
 

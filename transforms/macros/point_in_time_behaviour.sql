@@ -165,21 +165,124 @@ action_lists as (
 
 ),
 
--- The user's distinct queries before each probe, by their latest use
-prior_queries as (
+-- Each user's requests numbered in time (ties as the recency order breaks them: by query)
+numbered_requests as (
 
     select
-        {{ probes }}.probe_id,
-        history_requests.query,
-        max(history_requests.request_time) as last_used_at
+        *,
+        row_number() over (partition by user_id order by request_time, query) as seq
 
-    from {{ probes }}
-    inner join history_requests
-        on history_requests.user_id = {{ probes }}.user_id
-       and history_requests.request_time < {{ probes }}.as_of
-       and history_requests.request_time >= {{ probes }}.as_of - interval {{ limits.history_days }} day
+    from history_requests
 
-    group by {{ probes }}.probe_id, history_requests.query
+),
+
+numbered_request_times as (
+
+    select
+        user_id,
+        request_time,
+        max(seq) as seq
+
+    from numbered_requests
+    group by user_id, request_time
+
+),
+
+-- Per probe: the number of its user's last request strictly before as_of (last), of the last
+-- one over 30 days old (too_old, 0 if none), and the first of its look-back window
+query_positions as (
+
+    select
+        *,
+        greatest(too_old + 1, last - {{ limits.past_query_lookback }} + 1) as first
+
+    from (
+        select
+            {{ probes }}.probe_id,
+            {{ probes }}.user_id,
+            {{ probes }}.as_of,
+            before.seq as last,
+            coalesce(too_old.seq, 0) as too_old
+
+        from {{ probes }}
+        asof inner join numbered_request_times as before
+            on before.user_id = {{ probes }}.user_id
+           and {{ probes }}.as_of > before.request_time
+        asof left join numbered_request_times as too_old
+            on too_old.user_id = {{ probes }}.user_id
+           and {{ probes }}.as_of - interval {{ limits.history_days }} day > too_old.request_time
+    )
+
+),
+
+-- The distinct queries of each probe's look-back window, by their latest use (seq). Joining
+-- each probe to all of its user's past requests instead is quadratic in a heavy user.
+window_queries as (
+
+    select
+        positions.probe_id,
+        numbered_requests.query,
+        max(numbered_requests.seq) as last_seq
+
+    from (
+        select *, unnest(generate_series(first, last)) as seq
+        from query_positions
+    ) as positions
+    inner join numbered_requests
+        on numbered_requests.user_id = positions.user_id
+       and numbered_requests.seq = positions.seq
+
+    group by positions.probe_id, numbered_requests.query
+
+),
+
+-- Probes whose window neither covers their 30 days nor holds enough distinct queries: users
+-- who repeat a few queries over and over. Their lists come from each of the user's distinct
+-- queries, looked up at its last use before the probe.
+unsettled_probes as (
+
+    select query_positions.*
+    from query_positions
+    left join (
+        select probe_id, count(*) as distinct_queries
+        from window_queries
+        group by probe_id
+    ) as counts
+        on counts.probe_id = query_positions.probe_id
+
+    where query_positions.first > query_positions.too_old + 1
+      and coalesce(counts.distinct_queries, 0) < {{ limits.past_queries }}
+
+),
+
+repeated_queries as (
+
+    select
+        probe_queries.probe_id,
+        probe_queries.query,
+        last_use.seq as last_seq
+
+    from (
+        select unsettled_probes.*, user_queries.query
+        from unsettled_probes
+        inner join (select distinct user_id, query from numbered_requests) as user_queries
+            on user_queries.user_id = unsettled_probes.user_id
+    ) as probe_queries
+    asof inner join numbered_requests as last_use
+        on last_use.user_id = probe_queries.user_id
+       and last_use.query = probe_queries.query
+       and probe_queries.as_of > last_use.request_time
+
+    where last_use.seq > probe_queries.too_old
+
+),
+
+-- The same (probe, query, last use) can come from both: union removes the repeat
+prior_queries as (
+
+    select * from window_queries
+    union
+    select * from repeated_queries
 
 ),
 
@@ -187,15 +290,12 @@ query_lists as (
 
     select
         probe_id,
-        list(query order by recency_rank desc) as past_queries
+        list(query order by last_seq) as past_queries
 
     from (
         select
             *,
-            row_number() over (
-                partition by probe_id
-                order by last_used_at desc, query desc
-            ) as recency_rank
+            row_number() over (partition by probe_id order by last_seq desc) as recency_rank
         from prior_queries
     )
     where recency_rank <= {{ limits.past_queries }}
