@@ -147,12 +147,18 @@ def _odd_queries(day: str) -> list[tuple]:
 
 def _repeater(day: str) -> list[tuple]:
     """User u_rep: 25 distinct queries, then one query more times than past_queries looks back
-    (past_query_lookback, 100), then 25 new ones: every way its lists are found is exercised."""
+    (past_query_lookback, 100), then 25 new ones: every way its lists are found is exercised.
+    Two clicks a request (320) fill three blocks of the action lists (150 each), a cart every
+    third request one."""
     queries = [f"old {k}" for k in range(25)] + ["again"] * 110 + [f"new {k}" for k in range(25)]
     start = _ts(day, "01:00:00")
     rows: list[tuple] = []
     for k, text in enumerate(queries):
-        rows += _request(f"r-rep-{k:03d}", "u_rep", text, start + timedelta(minutes=k), ["i10"])
+        shown = [f"i{(k + j) % 30:02d}" for j in range(3)]
+        carts = shown[:1] if k % 3 == 0 else []
+        rows += _request(
+            f"r-rep-{k:03d}", "u_rep", text, start + timedelta(minutes=k), shown, shown[:2], carts
+        )
     return rows
 
 

@@ -7,6 +7,12 @@
     days old are used. History is read from [ds - 30 days, ds] only, so a day's cost does not
     grow with the total history.
 
+    Each user's history is numbered in time and cut into blocks, lists of consecutive numbers;
+    a probe finds its position by an ASOF join and reads the latest entries from its block and
+    the one before. The work per probe is bounded by the lengths the contract keeps, however
+    long its user's history: joining each probe to its user's whole history, as before, was
+    quadratic in a heavy user (docs/scale-out.md).
+
     Usage:  with probes as (...), {{ point_in_time_behaviour('probes') }} select ... from behaviour
 -#}
 {% macro point_in_time_behaviour(probes) -%}
@@ -34,6 +40,9 @@ history_requests as (
       and query <> ''
 
 ),
+
+{%- set action_block = [limits.rt_len + limits.st_len, limits.lt_len] | max %}
+{%- set query_block = limits.past_query_lookback %}
 
 -- Each user's actions of each type numbered in time (ties as the recency order breaks them)
 numbered_actions as (
@@ -63,116 +72,121 @@ numbered_times as (
 
 ),
 
-probe_types as (
-
-    select {{ probes }}.*, action_types.event_type
-    from {{ probes }}
-    cross join (
-        values {%- for action in behaviour_actions() %} ('{{ action }}'){{ ',' if not loop.last }}{% endfor %}
-    ) as action_types (event_type)
-
-),
-
--- Per probe and type: the number of its last action strictly before as_of (last) and of its
--- last one over 30 days old (too_old, 0 if none)
-probe_positions as (
+-- Block b of a user's actions of a type: numbers block_size * b + 1 .. block_size * (b + 1),
+-- oldest first. The latest block_size actions before any probe lie in two consecutive blocks.
+action_blocks as (
 
     select
-        probe_types.probe_id,
-        probe_types.user_id,
-        probe_types.event_type,
-        probe_types.as_of,
-        before.seq as last,
-        coalesce(too_old.seq, 0) as too_old
+        user_id,
+        event_type,
+        (seq - 1) // {{ action_block }} as block,
+        list_sort(list({
+            'seq': seq,
+            'event_time': event_time,
+            'item_id': item_id,
+            'shop': shop,
+            'leaf_category': leaf_category,
+            'brand': brand
+        })) as actions
 
-    from probe_types
-    asof inner join numbered_times as before
-        on before.user_id = probe_types.user_id
-       and before.event_type = probe_types.event_type
-       and probe_types.as_of > before.event_time
-    asof left join numbered_times as too_old
-        on too_old.user_id = probe_types.user_id
-       and too_old.event_type = probe_types.event_type
-       and probe_types.as_of - interval {{ limits.history_days }} day > too_old.event_time
+    from numbered_actions
+    group by user_id, event_type, block
 
 ),
+{%- for action in behaviour_actions() %}
 
--- The user's actions strictly before each probe, ranked by recency per action type: the
--- positions last, last - 1, ... (as many as the longest list keeps, none over 30 days old)
--- looked up by number. Joining each probe to all of its user's history instead costs
--- requests x history per user: quadratic in a heavy user (docs/scale-out.md).
-prior_actions as (
+-- The probes' latest {{ action }} actions, oldest first: as many as the longest list keeps, none
+-- over 30 days old. `last` is the number of the last one strictly before as_of, `too_old` of
+-- the last one over 30 days old (0 if none).
+{{ action }}_actions as (
 
     select
         positions.probe_id,
-        numbered_actions.event_type,
-        numbered_actions.item_id,
-        numbered_actions.shop,
-        numbered_actions.leaf_category,
-        numbered_actions.brand,
-        numbered_actions.event_time
-            >= positions.as_of - interval {{ limits.short_term_days }} day as is_short_term,
-        positions.last - numbered_actions.seq + 1 as recency_rank  -- 1 = the most recent
+        list_slice(
+            list_concat(previous.actions, current.actions),
+            greatest(positions.too_old + 1, positions.last - {{ action_block }} + 1) - positions.skipped,
+            positions.last - positions.skipped
+        ) as actions
 
     from (
         select
-            *,
-            unnest(generate_series(
-                greatest(too_old + 1, last - {{ [limits.rt_len + limits.st_len, limits.lt_len] | max }} + 1),
-                last
-            )) as seq
-        from probe_positions
+            {{ probes }}.probe_id,
+            {{ probes }}.user_id,
+            before.seq as last,
+            coalesce(too_old.seq, 0) as too_old,
+            (before.seq - 1) // {{ action_block }} as block,
+            greatest((before.seq - 1) // {{ action_block }} - 1, 0) * {{ action_block }} as skipped
+
+        from {{ probes }}
+        asof inner join (select * from numbered_times where event_type = '{{ action }}') as before
+            on before.user_id = {{ probes }}.user_id
+           and {{ probes }}.as_of > before.event_time
+        asof left join (select * from numbered_times where event_type = '{{ action }}') as too_old
+            on too_old.user_id = {{ probes }}.user_id
+           and {{ probes }}.as_of - interval {{ limits.history_days }} day > too_old.event_time
     ) as positions
-    inner join numbered_actions
-        on numbered_actions.user_id = positions.user_id
-       and numbered_actions.event_type = positions.event_type
-       and numbered_actions.seq = positions.seq
+    inner join action_blocks as current
+        on current.user_id = positions.user_id
+       and current.event_type = '{{ action }}'
+       and current.block = positions.block
+    left join action_blocks as previous
+        on previous.user_id = positions.user_id
+       and previous.event_type = '{{ action }}'
+       and previous.block = positions.block - 1
 
 ),
+{%- endfor %}
 
 action_lists as (
 
     select
-        probe_id,
+        {{ probes }}.probe_id,
 
         -- real time: the latest clicks
-        list(item_id order by recency_rank desc) filter (
-            where event_type = 'click'
-              and recency_rank <= {{ limits.rt_len }}
-        ) as rt_items,
+        list_transform(click_actions.actions[-{{ limits.rt_len }}:], lambda a: a.item_id) as rt_items,
 
         -- short term: the clicks past the real-time window, within the last 10 days
-        list(item_id order by recency_rank desc) filter (
-            where event_type = 'click'
-              and recency_rank > {{ limits.rt_len }}
-              and recency_rank <= {{ limits.rt_len + limits.st_len }}
-              and is_short_term
+        list_transform(
+            list_filter(
+                click_actions.actions[-{{ limits.rt_len + limits.st_len }}:-{{ limits.rt_len + 1 }}],
+                lambda a: a.event_time >= {{ probes }}.as_of - interval {{ limits.short_term_days }} day
+            ),
+            lambda a: a.item_id
         ) as st_items,
 
         -- long term: attributes of the items acted on, per action (duplicates kept)
         {%- for action in behaviour_actions() %}
         {%- set outer_last = loop.last %}
         {%- for attr, column in attributes.items() %}
-        list({{ column }} order by recency_rank desc) filter (
-            where event_type = '{{ action }}'
-              and recency_rank <= {{ limits.lt_len }}
+        list_transform(
+            {{ action }}_actions.actions[-{{ limits.lt_len }}:], lambda a: a.{{ column }}
         ) as lt_{{ action }}_{{ attr }}{{ ',' if not (outer_last and loop.last) }}
         {%- endfor %}
         {%- endfor %}
 
-    from prior_actions
-    group by probe_id
+    from {{ probes }}
+    {%- for action in behaviour_actions() %}
+    left join {{ action }}_actions
+        on {{ action }}_actions.probe_id = {{ probes }}.probe_id
+    {%- endfor %}
 
 ),
 
--- Each user's requests numbered in time (ties as the recency order breaks them: by query)
+-- Each user's requests numbered in time (ties as the recency order breaks them: by query),
+-- each with the number of the user's next request for the same query: until then it is that
+-- query's latest use
 numbered_requests as (
 
     select
         *,
-        row_number() over (partition by user_id order by request_time, query) as seq
+        lead(seq) over (partition by user_id, query order by seq) as next_use
 
-    from history_requests
+    from (
+        select
+            *,
+            row_number() over (partition by user_id order by request_time, query) as seq
+        from history_requests
+    )
 
 ),
 
@@ -188,73 +202,70 @@ numbered_request_times as (
 
 ),
 
--- Per probe: the number of its user's last request strictly before as_of (last), of the last
--- one over 30 days old (too_old, 0 if none), and the first of its look-back window
-query_positions as (
+-- Blocks of a user's requests, as for actions: the look-back window lies in two of them
+request_blocks as (
 
     select
-        *,
-        greatest(too_old + 1, last - {{ limits.past_query_lookback }} + 1) as first
+        user_id,
+        (seq - 1) // {{ query_block }} as block,
+        list_sort(list({'seq': seq, 'query': query, 'next_use': next_use})) as requests
 
-    from (
-        select
-            {{ probes }}.probe_id,
-            {{ probes }}.user_id,
-            {{ probes }}.as_of,
-            before.seq as last,
-            coalesce(too_old.seq, 0) as too_old
-
-        from {{ probes }}
-        asof inner join numbered_request_times as before
-            on before.user_id = {{ probes }}.user_id
-           and {{ probes }}.as_of > before.request_time
-        asof left join numbered_request_times as too_old
-            on too_old.user_id = {{ probes }}.user_id
-           and {{ probes }}.as_of - interval {{ limits.history_days }} day > too_old.request_time
-    )
+    from numbered_requests
+    group by user_id, block
 
 ),
 
--- The distinct queries of each probe's look-back window, by their latest use (seq). Joining
--- each probe to all of its user's past requests instead is quadratic in a heavy user.
+-- Per probe: its user's latest requests before as_of (the look-back window, none over 30 days
+-- old) and, of those, each distinct query's latest use, oldest first
 window_queries as (
 
     select
-        positions.probe_id,
-        numbered_requests.query,
-        max(numbered_requests.seq) as last_seq
+        positions.*,
+        list_filter(
+            list_slice(
+                list_concat(previous.requests, current.requests),
+                positions.first - positions.skipped,
+                positions.last - positions.skipped
+            ),
+            lambda r: coalesce(r.next_use > positions.last, true)
+        ) as latest_uses
 
     from (
-        select *, unnest(generate_series(first, last)) as seq
-        from query_positions
+        select
+            *,
+            greatest(too_old + 1, last - {{ query_block }} + 1) as first,
+            (last - 1) // {{ query_block }} as block,
+            greatest((last - 1) // {{ query_block }} - 1, 0) * {{ query_block }} as skipped
+
+        from (
+            select
+                {{ probes }}.probe_id,
+                {{ probes }}.user_id,
+                {{ probes }}.as_of,
+                before.seq as last,
+                coalesce(too_old.seq, 0) as too_old
+
+            from {{ probes }}
+            asof inner join numbered_request_times as before
+                on before.user_id = {{ probes }}.user_id
+               and {{ probes }}.as_of > before.request_time
+            asof left join numbered_request_times as too_old
+                on too_old.user_id = {{ probes }}.user_id
+               and {{ probes }}.as_of - interval {{ limits.history_days }} day > too_old.request_time
+        )
     ) as positions
-    inner join numbered_requests
-        on numbered_requests.user_id = positions.user_id
-       and numbered_requests.seq = positions.seq
-
-    group by positions.probe_id, numbered_requests.query
-
-),
-
--- Probes whose window neither covers their 30 days nor holds enough distinct queries: users
--- who repeat a few queries over and over. Their lists come from each of the user's distinct
--- queries, looked up at its last use before the probe.
-unsettled_probes as (
-
-    select query_positions.*
-    from query_positions
-    left join (
-        select probe_id, count(*) as distinct_queries
-        from window_queries
-        group by probe_id
-    ) as counts
-        on counts.probe_id = query_positions.probe_id
-
-    where query_positions.first > query_positions.too_old + 1
-      and coalesce(counts.distinct_queries, 0) < {{ limits.past_queries }}
+    inner join request_blocks as current
+        on current.user_id = positions.user_id
+       and current.block = positions.block
+    left join request_blocks as previous
+        on previous.user_id = positions.user_id
+       and previous.block = positions.block - 1
 
 ),
 
+-- Probes whose window neither covers their 30 days nor holds enough distinct queries (users
+-- who repeat a few queries over and over) take each of their user's distinct queries at its
+-- last use before the probe instead
 repeated_queries as (
 
     select
@@ -263,10 +274,12 @@ repeated_queries as (
         last_use.seq as last_seq
 
     from (
-        select unsettled_probes.*, user_queries.query
-        from unsettled_probes
+        select window_queries.*, user_queries.query
+        from window_queries
         inner join (select distinct user_id, query from numbered_requests) as user_queries
-            on user_queries.user_id = unsettled_probes.user_id
+            on user_queries.user_id = window_queries.user_id
+        where window_queries.first > window_queries.too_old + 1
+          and len(window_queries.latest_uses) < {{ limits.past_queries }}
     ) as probe_queries
     asof inner join numbered_requests as last_use
         on last_use.user_id = probe_queries.user_id
@@ -277,28 +290,26 @@ repeated_queries as (
 
 ),
 
--- The same (probe, query, last use) can come from both: union removes the repeat
-prior_queries as (
-
-    select * from window_queries
-    union
-    select * from repeated_queries
-
-),
-
 query_lists as (
 
     select
         probe_id,
-        list(query order by last_seq) as past_queries
+        list_transform(latest_uses[-{{ limits.past_queries }}:], lambda r: r.query) as past_queries
 
-    from (
-        select
-            *,
-            row_number() over (partition by probe_id order by last_seq desc) as recency_rank
-        from prior_queries
-    )
-    where recency_rank <= {{ limits.past_queries }}
+    from window_queries
+    where first = too_old + 1
+       or len(latest_uses) >= {{ limits.past_queries }}
+
+    union all
+
+    select
+        probe_id,
+        list_transform(
+            list_sort(list({'last_seq': last_seq, 'query': query}))[-{{ limits.past_queries }}:],
+            lambda q: q.query
+        ) as past_queries
+
+    from repeated_queries
     group by probe_id
 
 ),
