@@ -155,14 +155,15 @@ def encoding_split(settings: Settings, sample: int) -> dict:
 
 def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     """Mean padded length of each sequence the model reads in training, as training batches
-    them (random batches of batch_size, padded to their longest row; titles are not padded:
-    their mean length; the behaviour lists rt and st padded as model._by_length runs them, with
-    their mean squares), over `sample` of the day's examples spread over the day: the lengths
-    training/flops.py counts FLOPs with."""
+    them (training.train.batches: batches of batch_size clicks, a request's clicks together, its
+    lists read once and padded to the batch's longest request; titles are not padded: their mean
+    length; the behaviour lists rt and st padded as model._by_length runs them, with their mean
+    squares), and the requests per click in a batch, over `sample` of the day's examples spread
+    over the day: the lengths training/flops.py counts FLOPs with."""
     import torch
 
     from training import features
-    from training.train import _read_day
+    from training.train import _read_day, batches
     from training.vocab import Vocabs
 
     from .steps import spread
@@ -173,13 +174,15 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     vocabs = Vocabs()
     clicked = features.clicked(examples, vocabs, grow=True)
     items = features.items(corpus, vocabs, cfg, grow=True)
-    requests = features.requests(examples, vocabs, cfg, grow=True)
+    request_of = features.request_index(examples)
+    _, first = np.unique(request_of, return_index=True)
+    requests = features.requests(examples.take(first), vocabs, cfg, grow=True)
     positives = features.positives(examples, clicked, items)
-    order = torch.randperm(len(requests), generator=gen).tolist()
+    cut = batches(np.arange(examples.num_rows), request_of, cfg.batch_size, gen)
     shapes, titles = [], []
-    for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size) or [0]:
-        idx = order[i : i + cfg.batch_size]
-        b = requests.batch(idx)
+    for idx in [b for b in cut if len(b) == cfg.batch_size] or cut[:1]:
+        asked = np.unique(request_of[idx])
+        b = requests.batch(asked)
         shapes.append(
             {
                 "words": b.words.shape[1],
@@ -190,6 +193,7 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
                 **_grouped("rt", b.rt),
                 **_grouped("st", b.st),
                 "lt": b.lt.shape[3],
+                "requests": len(asked) / len(idx),
             }
         )
         negatives = torch.randint(
@@ -199,13 +203,13 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
         share = cfg.sampled_negatives / cfg.batch_size
         titles.append(
             (
-                len(positives.batch(idx).words) / len(idx)
+                len(positives.batch(idx.tolist()).words) / len(idx)
                 + share * len(items.batch(negatives.tolist()).words) / len(negatives)
             )
             / (1 + share)
         )
     lengths = {key: float(np.mean([s[key] for s in shapes])) for key in shapes[0]}
-    return {**lengths, "title": float(np.mean(titles)), "examples": len(requests)}
+    return {**lengths, "title": float(np.mean(titles)), "examples": examples.num_rows}
 
 
 def _grouped(name: str, ids) -> dict:

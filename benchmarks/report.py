@@ -114,6 +114,7 @@ def training_flops(result: dict) -> dict | None:
     rate = train["examples_per_s"]
     out = {
         "flops_per_example": per_example,
+        "requests": lengths.get("requests"),  # user tower runs per example (train.batches)
         "flops_per_s": rate * per_example,
         "precision": precision,
         "share_of_matmul": rate * per_example / matmul_limit(result, precision),
@@ -238,7 +239,13 @@ def targets(results: dict) -> list[dict]:
                 True,
                 t
                 and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
-                f"at the day's padded lengths, {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
+                f"at the day's padded lengths"
+                + (
+                    f" and {t['requests']:.2f} requests an example"
+                    if t.get("requests") is not None
+                    else ""
+                )
+                + f", {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
                 f"against the {t['precision']} matrix-multiply rate"
                 + (
                     f" ({t['share_of_threads_matmul']:.1%} of the rate on the "
@@ -631,7 +638,8 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
         "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
         "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
         "FLOPs per example (training/flops.py, at the day's measured padded lengths: a batch's "
-        "longest row, and for the behaviour lists their length groups' longest) over the "
+        "longest row, and for the behaviour lists their length groups' longest; the user tower "
+        "once per request of a batch, however many clicks it has) over the "
         "matrix-multiply FLOP/s of the arithmetic its towers ran in (float32, or bfloat16 under "
         "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch "
         "on every day so far against the train stage's warm-started day (wall, process start-up "

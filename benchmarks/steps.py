@@ -17,12 +17,22 @@ from ebr.settings import Settings
 
 
 def spread(table: pa.Table, n: int | None) -> pa.Table:
-    """n rows evenly spaced over the table (all of it when n is None or larger), in its order:
-    a sample of a day's examples that spans the day, so its sequence lengths are the day's
-    (histories grow through the day) and its newest rows are still the last ones."""
+    """About n rows of requests evenly spaced over the table (all of it when n is None or
+    larger), in its order: a sample of a day's examples that spans the day, so its sequence
+    lengths are the day's (histories grow through the day) and its newest rows are still the last
+    ones. A request's rows (adjacent, with one request_id) are kept together, as training runs
+    them (training.train.batches); a table without request_id is sampled by row."""
+    from training.features import request_index
+    from training.text import ranges
+
     if n is None or n >= table.num_rows:
         return table
-    return table.take(np.linspace(0, table.num_rows - 1, n).astype(np.int64))
+    request = request_index(table)
+    starts = np.flatnonzero(np.diff(request, prepend=-1))  # each request's first row
+    ends = np.append(starts[1:], table.num_rows)
+    keep = np.linspace(0, len(starts) - 1, round(n * len(starts) / table.num_rows))
+    keep = np.unique(keep.astype(np.int64))
+    return table.take(ranges(starts[keep], ends[keep] - starts[keep]))
 
 
 @contextmanager

@@ -52,6 +52,11 @@ def test_matches_hand_count_of_the_full_model():
     )
     pooled = d * (W + C1 + C2 + P * PW + 12 * LT + items * T)
     assert flops_per_example(CFG, LENGTHS) == 3 * forward + 2 * pooled
+    # Two clicks a request: the user tower (all but the item tower and the logits) runs once.
+    item_side = items * 2 * d * d + 2 * d * (B + S + n)
+    user_side = forward - item_side
+    halved = 3 * (user_side / 2 + item_side) + 2 * (d * items * T + (pooled - d * items * T) / 2)
+    assert flops_per_example(CFG, {**LENGTHS, "requests": 0.5}) == pytest.approx(halved, rel=1e-12)
 
 
 def test_matches_hand_count_of_the_plain_two_tower():

@@ -327,6 +327,33 @@ def test_loss_masks_own_positive_and_hard_negatives_switch():
     assert torch.isfinite(huge)
 
 
+def test_the_other_clicks_of_a_rows_request_are_masked_not_taught_as_negatives():
+    torch.manual_seed(0)
+    B, S, d = 4, 3, 8
+    user, pos, neg = torch.randn(B, d), torch.randn(B, d), torch.randn(S, d)
+    pos_ids = torch.tensor([10, 11, 12, 13])
+    neg_ids = torch.tensor([11, 20, 21])
+    requests = torch.tensor([0, 0, 1, 2])  # rows 0 and 1: two clicks of one request
+    own = torch.eye(B, B + S, dtype=torch.bool)
+    own[0, 1] = own[1, 0] = True  # the request's other click, in the batch
+    own[0, B] = own[1, B] = True  # item 11, sampled: row 1's own item, row 0's sibling's
+    logits = user @ torch.cat([pos, neg]).T / 2.0
+
+    plain = ModelConfig(tau=2.0, hard_negatives=0)
+    loss = retrieval_loss(user, pos, pos_ids, neg, neg_ids, plain, requests=requests)
+    kept = own & ~torch.eye(B, B + S, dtype=torch.bool)  # the positive itself stays
+    expected = F.cross_entropy(logits.masked_fill(kept, float("-inf")), torch.arange(B))
+    assert torch.allclose(loss, expected)
+    alone = retrieval_loss(user, pos, pos_ids, neg, neg_ids, plain)  # rows of four requests
+    assert not torch.allclose(alone, expected)
+
+    hinge = ModelConfig(loss="hinge", hinge_margin=1.0)
+    positive = (user * pos).sum(-1, keepdim=True)
+    pairs = (1.0 - positive + logits * 2.0).clamp(min=0)[~own]
+    got = retrieval_loss(user, pos, pos_ids, neg, neg_ids, hinge, requests=requests)
+    assert got.item() == pytest.approx(pairs.mean().item())
+
+
 def test_log_q_comes_off_every_logit_and_a_constant_changes_nothing():
     torch.manual_seed(0)
     B, S, d = 4, 6, 8

@@ -22,7 +22,7 @@ from training.artifact import latest_version, load_artifact, load_meta
 from training.features import LT_COLUMNS
 from training.model import MGDSPR
 from training.title_queries import title_queries
-from training.train import _identities, _Validation, pool_log_q, train, train_day
+from training.train import _identities, _Validation, batches, pool_log_q, train, train_day
 from training.vocab import PAD, UNK, Vocabs
 
 DS = "2024-03-01"
@@ -40,8 +40,10 @@ CFG = ModelConfig(
 )
 
 
-def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix=""):
-    """Items titled with 3 of 60 words; each query is 1-3 words of the clicked item's title."""
+def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix="", second_clicks=0.0):
+    """Items titled with 3 of 60 words; each query is 1-3 words of the clicked item's title.
+    A share second_clicks of the requests click a second item (another row of the request, next
+    to its first, with the request's features)."""
     rnd = random.Random(seed)
     items = [f"{prefix}i{k}" for k in range(n_items)]
     titles = {i: rnd.sample(WORDS, 3) for i in items}
@@ -64,6 +66,8 @@ def make_day(seed: int, n_items=40, n_users=20, n_examples=600, prefix=""):
             values = items if c.endswith("_item") else [f"{c[-4:]}{k}" for k in range(5)]
             row[c] = [rnd.choice(values) for _ in range(rnd.randint(0, 4))]
         rows.append(row)
+        if second_clicks and rnd.random() < second_clicks:
+            rows.append({**row, "item_id": rnd.choice([i for i in items if i != item])})
     return pa.Table.from_pylist(rows), corpus
 
 
@@ -256,6 +260,52 @@ def test_validation_recall_pairs_each_request_with_its_own_item(trained, day, mo
     assert got > 0.5  # the requests are told apart: a mispairing would change the count
     monkeypatch.setattr(exact, "SCORES", len(items))
     assert validation.recall(trained.model, items, 3, "cpu") == got
+
+
+def test_validation_encodes_a_request_with_several_held_out_clicks_once(trained, day):
+    _, corpus = day
+    held_out = make_day(seed=0, second_clicks=0.5)[0].slice(540)  # the same corpus as `day`
+    items = features.items(corpus, trained.vocabs, CFG, grow=False)
+    validation = _Validation.of(held_out, items, trained.vocabs, CFG)
+    assert len(validation) == len(held_out) > len(validation.requests)  # precondition
+    got = validation.recall(trained.model, items, 3, "cpu")
+    assert got == pytest.approx(recall_of(trained, held_out, corpus, 3))  # every click counted
+
+
+def test_a_request_with_several_clicks_runs_the_user_tower_once(monkeypatch):
+    """Training batches keep a request's rows together (train.batches) and run the user tower on
+    each of a batch's requests once, however many clicks it has."""
+    examples, corpus = make_day(seed=4, second_clicks=0.5)
+    requests = len(set(examples["request_id"].to_pylist()))
+    assert len(examples) > requests  # precondition
+    seen = []
+    original = MGDSPR.user_tower
+
+    def counted(self, b):
+        seen.append(len(b.user))
+        return original(self, b)
+
+    monkeypatch.setattr(MGDSPR, "user_tower", counted)
+    cfg = replace(CFG, epochs=1, title_queries=0.0)
+    train(examples, corpus, cfg, seed=0)
+    steps = -(-len(examples) // cfg.batch_size)
+    assert len(seen) == steps
+    # Only a request cut by a batch's end runs twice.
+    assert requests <= sum(seen) <= requests + steps - 1
+
+
+def test_batches_keep_each_request_together_and_shuffle_the_requests():
+    request_of = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6])
+    rows = np.arange(1, 11)  # an epoch's rows: any subset
+    gen = torch.Generator().manual_seed(0)
+    cut = batches(rows, request_of, 4, gen)
+    order = np.concatenate(cut)
+    assert sorted(order) == list(rows) and [len(b) for b in cut] == [4, 4, 2]
+    runs = request_of[order]
+    assert np.count_nonzero(np.diff(runs)) + 1 == len(set(runs))  # each request in one run
+    shuffled = {tuple(request_of[np.concatenate(batches(rows, request_of, 4, gen))])}
+    shuffled |= {tuple(request_of[np.concatenate(batches(rows, request_of, 4, gen))])}
+    assert len(shuffled | {tuple(runs)}) > 1
 
 
 def test_best_epoch_weights_are_returned(day):

@@ -136,7 +136,7 @@ class Items:
     def __len__(self) -> int:
         return len(self.item)
 
-    def batch(self, rows: Sequence[int]) -> ItemBatch:
+    def batch(self, rows: Sequence[int] | np.ndarray) -> ItemBatch:
         idx = np.asarray(rows, dtype=np.int64)
         words, offsets = self.title.flat(idx)
         item = self.item[idx].astype(np.int64)
@@ -180,6 +180,16 @@ def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
         st=st,
         lt=_interleave(lt),
     )
+
+
+def request_index(table: pa.Table) -> np.ndarray:
+    """Each row's request as a number, 0, 1, ... in order of first sight: rows with the same
+    request_id (a request with several clicks; never null in the marts) share one. Without a
+    request_id column every row is a request of its own."""
+    if "request_id" not in table.column_names:
+        return np.arange(table.num_rows)
+    ids = table.column("request_id").combine_chunks()
+    return ids.dictionary_encode().indices.to_numpy().astype(np.int64)
 
 
 def items(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Items:

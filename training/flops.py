@@ -35,6 +35,9 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
       st_sq       mean squared length of st (optional: st squared when absent)
       lt          each of the len(ATTRS) x len(ACTIONS) long-term lists (personalised)
       title       title words per item
+      requests    requests per example in a batch (optional: 1 when absent); the user tower
+                  runs once for each of a batch's requests, however many clicks it has
+                  (train.batches)
     Only the keys the variant reads are needed. Self-attention terms square the given length,
     except the behaviour sequences' with rt_sq and st_sq: those run on groups of rows trimmed to
     their own longest (model._by_length), so their rows' lengths differ within a batch and the
@@ -54,7 +57,7 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
     d = cfg.dim
     m = query_units(cfg)
     L = lengths
-    mm = pool = 0.0  # forward matmul FLOPs, forward pooling FLOPs
+    mm = pool = 0.0  # the user tower's forward matmul FLOPs, forward pooling FLOPs
 
     # Query unit.
     pool += L["words"] * d
@@ -75,6 +78,8 @@ def flops_per_example(cfg: ModelConfig, lengths: Mapping[str, float]) -> float:
         pool += len(ATTRS) * len(ACTIONS) * L["lt"] * d
         mm += len(ATTRS) * _attend(m, len(ACTIONS), d)
     mm += _first_output(model.fusion, fusion_tokens(cfg))
+    share = L.get("requests", 1.0)  # of a user tower run, per example
+    mm, pool = share * mm, share * pool
 
     # Item tower: the example's positive plus its share of the batch's sampled negatives.
     items = 1 + cfg.sampled_negatives / cfg.batch_size

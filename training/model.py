@@ -212,7 +212,9 @@ def attend(q: Tensor, kv: Tensor, mask: Tensor) -> Tensor:
 # items neg [S, d] with identities neg_keys [S] (integers equal where the item is the same; not
 # id rows, which items without one share). Every row is scored against the same pool: the
 # in-batch positives, then the sampled items; pool entries that are the row's own item (same key)
-# are masked.
+# are masked. requests [B] (optional) names each row's request: rows of one request (a request
+# with several clicks) share their positives, so an entry holding another click of the row's own
+# request is masked too rather than taught as a negative.
 
 
 def retrieval_loss(
@@ -224,11 +226,12 @@ def retrieval_loss(
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
+    requests: Tensor | None = None,
 ) -> Tensor:
     """The loss cfg.loss names: softmax_loss or hinge_loss (which takes no log_q)."""
     if cfg.loss == "hinge":
-        return hinge_loss(user, pos, pos_keys, neg, neg_keys, cfg)
-    return softmax_loss(user, pos, pos_keys, neg, neg_keys, cfg, generator, log_q)
+        return hinge_loss(user, pos, pos_keys, neg, neg_keys, cfg, requests)
+    return softmax_loss(user, pos, pos_keys, neg, neg_keys, cfg, generator, log_q, requests)
 
 
 def softmax_loss(
@@ -240,6 +243,7 @@ def softmax_loss(
     cfg: ModelConfig,
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
+    requests: Tensor | None = None,
 ) -> Tensor:
     """Softmax cross-entropy (temperature cfg.tau) of each user against its positive.
 
@@ -253,7 +257,7 @@ def softmax_loss(
     score alone, as the paper picks them.
     """
     B = user.shape[0]
-    pool, same = _pool(pos, pos_keys, neg, neg_keys)
+    pool, same = _pool(pos, pos_keys, neg, neg_keys, requests)
     target = torch.arange(B, device=user.device)
     same[target, target] = False  # the positive itself stays
     scores = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
@@ -276,12 +280,18 @@ def softmax_loss(
 
 
 def hinge_loss(
-    user: Tensor, pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor, cfg: ModelConfig
+    user: Tensor,
+    pos: Tensor,
+    pos_keys: Tensor,
+    neg: Tensor,
+    neg_keys: Tensor,
+    cfg: ModelConfig,
+    requests: Tensor | None = None,
 ) -> Tensor:
     """Pairwise hinge, the loss of two-tower retrieval before MGDSPR: the mean over every (row,
     negative) pair of max(0, cfg.hinge_margin - s(u, pos) + s(u, neg)). No temperature and no
     hard-negative mixing: cfg.tau and cfg.hard_negatives do not apply."""
-    pool, own = _pool(pos, pos_keys, neg, neg_keys)
+    pool, own = _pool(pos, pos_keys, neg, neg_keys, requests)
     positive = (user * pos).sum(-1, keepdim=True)  # [B, 1]
     hinge = (cfg.hinge_margin - positive + user @ pool.T).clamp(min=0)
     pairs = ~own
@@ -289,11 +299,20 @@ def hinge_loss(
     return (hinge * pairs).sum() / pairs.sum().clamp(min=1)
 
 
-def _pool(pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor) -> tuple[Tensor, Tensor]:
+def _pool(
+    pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor, requests: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The pool [B + S, d], and [B, B + S] True where an entry is the row's own item (the
-    positive itself on the diagonal, and any copy of it)."""
+    positive itself on the diagonal, and any copy of it) or, given requests, the item of any row
+    of the same request."""
     pool_keys = torch.cat([pos_keys, neg_keys])
-    return torch.cat([pos, neg]), pos_keys[:, None] == pool_keys[None, :]
+    own = pos_keys[:, None] == pool_keys[None, :]
+    if requests is not None:
+        siblings = requests[:, None] == requests[None, :]  # [B, B]
+        # Entry j is masked for row i when some row k of i's request has j's item (counts of
+        # 0/1 products: exact in float32).
+        own = (siblings.float() @ own.float()) > 0
+    return torch.cat([pos, neg]), own
 
 
 def grow_from(model: MGDSPR, state: dict[str, Tensor]) -> None:
