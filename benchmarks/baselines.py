@@ -175,8 +175,7 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     clicked = features.clicked(examples, vocabs, grow=True)
     items = features.items(corpus, vocabs, cfg, grow=True)
     request_of = features.request_index(examples)
-    _, first = np.unique(request_of, return_index=True)
-    requests = features.requests(examples.take(first), vocabs, cfg, grow=True)
+    requests = features.by_request(examples, request_of, vocabs, cfg, grow=True)
     positives = features.positives(examples, clicked, items)
     cut = batches(np.arange(examples.num_rows), request_of, cfg.batch_size, gen)
     shapes, titles = [], []
@@ -203,8 +202,8 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
         share = cfg.sampled_negatives / cfg.batch_size
         titles.append(
             (
-                len(positives.batch(idx.tolist()).words) / len(idx)
-                + share * len(items.batch(negatives.tolist()).words) / len(negatives)
+                len(positives.batch(idx).words) / len(idx)
+                + share * len(items.batch(negatives.numpy()).words) / len(negatives)
             )
             / (1 + share)
         )

@@ -182,6 +182,15 @@ def requests(table, vocabs: Vocabs, cfg: ModelConfig, grow: bool) -> Requests:
     )
 
 
+def by_request(
+    table, request_of: np.ndarray, vocabs: Vocabs, cfg: ModelConfig, grow: bool
+) -> Requests:
+    """`requests` of each request numbered by request_of (each row's request, 0, 1, ...), read
+    from its first row: a request's clicks share its features, so they are built once."""
+    _, first = np.unique(request_of, return_index=True)
+    return requests(table.take(first), vocabs, cfg, grow)
+
+
 def request_index(table: pa.Table) -> np.ndarray:
     """Each row's request as a number, 0, 1, ... in order of first sight: rows with the same
     request_id (a request with several clicks; never null in the marts) share one. Without a

@@ -308,10 +308,13 @@ def _pool(
     pool_keys = torch.cat([pos_keys, neg_keys])
     own = pos_keys[:, None] == pool_keys[None, :]
     if requests is not None:
-        siblings = requests[:, None] == requests[None, :]  # [B, B]
-        # Entry j is masked for row i when some row k of i's request has j's item (counts of
-        # 0/1 products: exact in float32).
-        own = (siblings.float() @ own.float()) > 0
+        # Entry j is masked for row i when some row of i's request has j's item: the rows' masks
+        # summed per request, then read back by each row: at B 256 and S 1,024 (one thread) half
+        # the time of a [B, B] @ [B, B + S] product of the same-request matrix (2.4-2.7 ms
+        # against 4.5-6.9).
+        _, request = torch.unique(requests, return_inverse=True)
+        per_request = torch.zeros(own.shape, device=own.device).index_add_(0, request, own.float())
+        own = per_request[request] > 0
     return torch.cat([pos, neg]), own
 
 

@@ -116,8 +116,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     # tower run, `_epoch`) once. Each title query is a request of its own.
     titles = asked.max(initial=-1) + 1 + np.arange(len(examples) - clicks)
     request_of = np.concatenate([asked, titles])
-    _, first = np.unique(request_of, return_index=True)
-    requests = features.requests(examples.take(first), vocabs, cfg, grow=True)
+    requests = features.by_request(examples, request_of, vocabs, cfg, grow=True)
     if cfg.item_ids == "clicked":
         # The behaviour sequences' items gained id rows after the corpus was read: read it again,
         # so that training reaches the rows inference will add to those items' titles.
@@ -407,8 +406,7 @@ class _Validation:
     def of(cls, table, corpus: features.Items, vocabs: Vocabs, cfg: ModelConfig) -> _Validation:
         table = _arrow(table)
         asked = features.request_index(table)
-        _, first = np.unique(asked, return_index=True)
-        requests = features.requests(table.take(first), vocabs, cfg, grow=False)
+        requests = features.by_request(table, asked, vocabs, cfg, grow=False)
         return cls(requests, asked, torch.from_numpy(features.corpus_rows(table, corpus)))
 
     def __len__(self) -> int:
