@@ -104,6 +104,10 @@ class Options:
     methods: tuple[str, ...] = METHODS
     data_root: Path = Path("../shared/data")
     max_epochs: int = 6  # from scratch over a whole window; early stopping usually ends sooner
+    # Early stopping's patience from scratch, where the best epoch came late (5 of 6 on Best Buy
+    # and CrowdFlower, docs/quality.md) and the main table was measured; the daily DAG's warm
+    # start stops after one flat epoch (ModelConfig.patience).
+    patience: int = 2
     crowdflower_sessions: int = 20  # generated requests per training query
     crowdflower_days: int = 7
     synthetic_days: int = 3
@@ -326,7 +330,9 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
     queries = task.test.column("query").to_pylist()
     # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
     # Buy) saturates after one epoch and stops telling epochs apart.
-    cfg = replace(settings.model, epochs=options.max_epochs, validation_k=10)
+    cfg = replace(
+        settings.model, epochs=options.max_epochs, validation_k=10, patience=options.patience
+    )
     seeds = options.seeds or (settings.seed,)
     methods: dict[str, dict] = {}
     for name, retrieved in task.oracles(k).items() if task.oracles else ():

@@ -67,6 +67,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
         "EBR_BATCH_SIZE": "64",
         "EBR_SAMPLED_NEGATIVES": "128",
         "EBR_START_DATE": "2026-01-01",
+        "EBR_PATIENCE": "0",  # the daily DAG's: evaluation trains from scratch with its own
     }.items():
         monkeypatch.setenv(name, value)
     methods = ["popularity", "memorisation", "bm25", "mgdspr", "mgdspr-query-only"]
@@ -116,6 +117,7 @@ def test_evaluate_writes_a_report_of_every_dataset(tmp_path, monkeypatch, capsys
         )
         assert swept["examples"] == default["examples"]
         assert swept["loss_per_epoch"] != default["loss_per_epoch"], dataset
+        assert result["config"]["patience"] == harness.Options().patience == 2, dataset
         trained = result["methods"]["mgdspr"]["training"]
         assert (
             1 <= trained["epochs"] <= 2
