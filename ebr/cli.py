@@ -294,6 +294,7 @@ def cmd_evaluate(args, settings: Settings) -> None:
         synthetic_profile=args.synthetic_profile,
         sweep=args.sweep,
         seeds=tuple(args.seeds),
+        daily=args.daily,
     )
     out = settings.reports / "eval"
     start = time.perf_counter()
@@ -468,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding bestbuy/ and crowdflower/",
     )
     p.add_argument("--epochs", type=int, default=6, help="most epochs per model (early stopping)")
+    p.add_argument(
+        "--daily",
+        action="store_true",
+        help="train day by day, each day warm from the last, as the daily DAG does (its epochs "
+        "and patience; --epochs then does not apply)",
+    )
     p.add_argument("--crowdflower-days", type=int, default=7, help="days the generated clicks span")
     p.add_argument(
         "--crowdflower-sessions", type=int, default=20, help="generated requests per training query"

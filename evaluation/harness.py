@@ -7,7 +7,8 @@ training window. Every method then ranks the same held-out requests over the sam
 is also served through a real Milvus collection built by indexing.build, as the DAG does.
 
 Models are trained once on the whole training window rather than warm-started day by day, so that
-ablations and baselines compare like with like; the daily DAG's warm start is tested elsewhere.
+ablations and baselines compare like with like. `--daily` (Options.daily) trains them as the daily
+DAG does instead, day by day from the last day's model: what the DAG would serve.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ebr import stages, synthetic, warehouse
 from ebr.settings import ModelConfig, Settings
@@ -108,6 +110,9 @@ class Options:
     # and CrowdFlower, docs/quality.md) and the main table was measured; the daily DAG's warm
     # start stops after one flat epoch (ModelConfig.patience).
     patience: int = 2
+    # Train as the daily DAG does instead: day by day, each day warm from the last day's model,
+    # at the DAG's epochs and patience (max_epochs and patience above then do not apply).
+    daily: bool = False
     crowdflower_sessions: int = 20  # generated requests per training query
     crowdflower_days: int = 7
     synthetic_days: int = 3
@@ -330,9 +335,9 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
     queries = task.test.column("query").to_pylist()
     # Early stopping watches the headline cut-off: at K=50 a corpus of a few hundred items (Best
     # Buy) saturates after one epoch and stops telling epochs apart.
-    cfg = replace(
-        settings.model, epochs=options.max_epochs, validation_k=10, patience=options.patience
-    )
+    cfg = replace(settings.model, validation_k=10)
+    if not options.daily:
+        cfg = replace(cfg, epochs=options.max_epochs, patience=options.patience)
     seeds = options.seeds or (settings.seed,)
     methods: dict[str, dict] = {}
     for name, retrieved in task.oracles(k).items() if task.oracles else ():
@@ -345,7 +350,9 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
             measured = {**_measure(task, ranker.rank(queries, k)), "training": None}
         else:
             serve = name == "mgdspr"
-            measured, served = _trained(task, settings, replace(cfg, **TRAINED[name]), seeds, serve)
+            measured, served = _trained(
+                task, settings, replace(cfg, **TRAINED[name]), seeds, serve, options.daily
+            )
             if served is not None:
                 methods[SERVED] = served
         methods[name] = {**measured, "seconds": time.perf_counter() - start}
@@ -359,7 +366,9 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
     sweep: dict[str, dict] = {}
     for name, overrides in SWEEP.items() if options.sweep else ():
         start = time.perf_counter()
-        measured, _ = _trained(task, settings, replace(cfg, **overrides), seeds)
+        measured, _ = _trained(
+            task, settings, replace(cfg, **overrides), seeds, daily=options.daily
+        )
         sweep[name] = {**measured, "seconds": time.perf_counter() - start}
         log.info(
             "evaluate dataset=%s sweep=%r (%.0f s)", task.dataset, name, sweep[name]["seconds"]
@@ -380,7 +389,12 @@ def _score(task: Task, settings: Settings, options: Options) -> dict:
 
 
 def _trained(
-    task: Task, settings: Settings, cfg: ModelConfig, seeds: tuple[int, ...], serve: bool = False
+    task: Task,
+    settings: Settings,
+    cfg: ModelConfig,
+    seeds: tuple[int, ...],
+    serve: bool = False,
+    daily: bool = False,
 ) -> tuple[dict, dict | None]:
     """cfg trained once per seed and scored by exact search (and, with serve, through Milvus
     too). A figure is the mean over requests of each request's mean over the seeds, so its
@@ -392,7 +406,7 @@ def _trained(
     served: list[dict] = []
     per_seed: dict[int, dict] = {}
     for seed in seeds:
-        artifact = _train(task, cfg, seed)
+        artifact = _train(task, cfg, seed, daily)
         runs.append(_per_request(task, _exact(task, artifact, item_ids, k)))
         if serve:
             served.append(_per_request(task, _served(task, artifact, settings, k)))
@@ -403,10 +417,20 @@ def _trained(
     return measured, ({**_summarise(_mean_over_seeds(served)), "training": None} if serve else None)
 
 
-def _train(task: Task, cfg: ModelConfig, seed: int):
+def _train(task: Task, cfg: ModelConfig, seed: int, daily: bool = False):
+    """cfg trained on the whole window at once, or with daily, day by day as the DAG trains:
+    each day (ds) warm from the model of the day before. Every day reads the last day's corpus
+    here, where the DAG reads its own day's."""
     from training.train import train
 
-    return train(task.train, task.corpus, cfg, seed=seed)
+    if not daily:
+        return train(task.train, task.corpus, cfg, seed=seed)
+    artifact = None
+    days = task.train.column("ds")
+    for day in pc.unique(days).sort().to_pylist():
+        rows = task.train.filter(pc.equal(days, pa.scalar(day, days.type)))
+        artifact = train(rows, task.corpus, cfg, artifact, seed=seed)
+    return artifact
 
 
 def _exact(task: Task, artifact, item_ids: list[str], k: int) -> list[list[str]]:

@@ -1,0 +1,56 @@
+"""`ebr evaluate --daily`: a method trained as the daily DAG trains it, day by day, each day warm
+from the model of the day before, at the DAG's epochs and patience (not the evaluation's)."""
+
+from dataclasses import replace
+from datetime import date
+
+import pyarrow as pa
+from test_training import make_day
+
+import training.train
+from ebr.settings import ModelConfig, load_settings
+from evaluation import harness
+from training.vocab import UNK
+
+
+def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp_path, monkeypatch):
+    days = [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)]
+    tables, corpora = [], []
+    for k, ds in enumerate(days):
+        rows, corpus = make_day(seed=5 + k, n_items=20, n_examples=150, prefix=f"d{k}")
+        tables.append(rows.append_column("ds", pa.array([ds] * len(rows), pa.date32())))
+        corpora.append(corpus)
+    train = pa.concat_tables(tables[::-1])  # days out of order: the harness sorts them
+    test = tables[-1].slice(0, 20)
+    task = harness.Task(
+        dataset="synthetic",
+        ds=days[-1].isoformat(),
+        train=train,
+        corpus=pa.concat_tables(corpora),
+        test=test,
+        relevant=[{i} for i in test.column("item_id").to_pylist()],
+    )
+    calls = []
+    real = training.train.train
+
+    def recorded(rows, corpus, cfg, base=None, seed=0, **kwargs):
+        out = real(rows, corpus, cfg, base, seed=seed, **kwargs)
+        calls.append((set(rows.column("ds").to_pylist()), base, out, cfg))
+        return out
+
+    monkeypatch.setattr(training.train, "train", recorded)
+    dag = ModelConfig(
+        dim=16, heads=2, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=2, patience=1
+    )
+    settings = replace(load_settings(), home=tmp_path, model=dag)
+    options = harness.Options(methods=("mgdspr-query-only",), seeds=(1,), max_epochs=5, daily=True)
+    scored = harness._score(task, settings, options)
+
+    assert [c[0] for c in calls] == [{ds} for ds in days]
+    assert calls[0][1] is None
+    assert all(calls[k][1] is calls[k - 1][2] for k in range(1, len(days)))
+    assert all((c[3].epochs, c[3].patience) == (2, 1) for c in calls)  # the DAG's, not 5 and 2
+    assert (scored["config"]["epochs"], scored["config"]["patience"]) == (2, 1)
+    # Warm starts grow the vocabularies: the last model knows the first day's users too.
+    first_users = set(tables[0].column("user_id").to_pylist())
+    assert all(calls[-1][2].vocabs.user.get(u) != UNK for u in first_users)
