@@ -101,33 +101,33 @@ def check_marts(ds: str, settings: Settings) -> dict:
 
 def train(ds: str, settings: Settings, sample: int | None) -> dict:
     """The train stage; with `sample`, on that many of the day's training examples, spread over
-    the day (the day's read is still whole and timed). Returns the new version and its training
-    metrics."""
+    the day (the day's read is still whole and timed), and the parent's held-out rows of the
+    same sample of its day. Returns the new version and its training metrics."""
     from training import train as training
     from training.artifact import load_meta
 
-    read, seen = training._read_day, {}
+    read, seen = training._read_examples, {}
 
     def bounded(warehouse, day):
-        examples, corpus = read(warehouse, day)
-        seen["examples_total"] = examples.num_rows
-        return spread(examples, sample), corpus
+        examples = read(warehouse, day)
+        seen[day] = examples.num_rows
+        return spread(examples, sample)
 
-    training._read_day = bounded
+    training._read_examples = bounded
     try:
         with probes(
             {"read": (training, "_read_day", None), "fit": (training, "train", None)}
         ) as timed:
             version = stages.train(ds, settings)
     finally:
-        training._read_day = read
+        training._read_examples = read
     meta = load_meta(settings.models / f"v{version}")
     assert meta is not None, f"stages.train returned v{version} without saving it"
     metrics = meta["metrics"]
     return {
         "version": version,
         "probes": timed,
-        "examples_total": seen["examples_total"],
+        "examples_total": seen[ds],
         "sample": sample,
         **{
             k: metrics[k]
@@ -139,6 +139,7 @@ def train(ds: str, settings: Settings, sample: int | None) -> dict:
                 "params",
                 "best_epoch",
                 "precision",
+                "carried_examples",
             )
         },
     }

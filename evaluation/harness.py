@@ -419,17 +419,20 @@ def _trained(
 
 def _train(task: Task, cfg: ModelConfig, seed: int, daily: bool = False):
     """cfg trained on the whole window at once, or with daily, day by day as the DAG trains:
-    each day (ds) warm from the model of the day before. Every day reads the last day's corpus
-    here, where the DAG reads its own day's."""
-    from training.train import train
+    each day (ds) warm from the model of the day before, with the rows that model held out.
+    Every day reads the last day's corpus here, where the DAG reads its own day's."""
+    from training.train import carry_over, train
 
     if not daily:
         return train(task.train, task.corpus, cfg, seed=seed)
-    artifact = None
+    artifact, previous = None, None
     days = task.train.column("ds")
     for day in pc.unique(days).sort().to_pylist():
         rows = task.train.filter(pc.equal(days, pa.scalar(day, days.type)))
-        artifact = train(rows, task.corpus, cfg, artifact, seed=seed)
+        if artifact is not None:
+            held = artifact.metrics["validation_examples"]
+            rows = carry_over(previous, held, rows)
+        artifact, previous = train(rows, task.corpus, cfg, artifact, seed=seed), rows
     return artifact
 
 

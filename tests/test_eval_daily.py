@@ -1,5 +1,6 @@
 """`ebr evaluate --daily`: a method trained as the daily DAG trains it, day by day, each day warm
-from the model of the day before, at the DAG's epochs and patience (not the evaluation's)."""
+from the model of the day before, with the rows that model held out, at the DAG's epochs and
+patience (not the evaluation's)."""
 
 from dataclasses import replace
 from datetime import date
@@ -17,7 +18,8 @@ def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp
     days = [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)]
     tables, corpora = [], []
     for k, ds in enumerate(days):
-        rows, corpus = make_day(seed=5 + k, n_items=20, n_examples=150, prefix=f"d{k}")
+        # 600 rows a day: 10% of them, early stopping's share, is enough to validate on
+        rows, corpus = make_day(seed=5 + k, n_items=20, n_examples=600, prefix=f"d{k}")
         tables.append(rows.append_column("ds", pa.array([ds] * len(rows), pa.date32())))
         corpora.append(corpus)
     train = pa.concat_tables(tables[::-1])  # days out of order: the harness sorts them
@@ -35,7 +37,7 @@ def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp
 
     def recorded(rows, corpus, cfg, base=None, seed=0, **kwargs):
         out = real(rows, corpus, cfg, base, seed=seed, **kwargs)
-        calls.append((set(rows.column("ds").to_pylist()), base, out, cfg))
+        calls.append((set(rows.column("ds").to_pylist()), base, out, cfg, rows))
         return out
 
     monkeypatch.setattr(training.train, "train", recorded)
@@ -46,7 +48,12 @@ def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp
     options = harness.Options(methods=("mgdspr-query-only",), seeds=(1,), max_epochs=5, daily=True)
     scored = harness._score(task, settings, options)
 
-    assert [c[0] for c in calls] == [{ds} for ds in days]
+    # Each day after the first starts with the rows the model of the day before held out.
+    assert [c[0] for c in calls] == [{days[0]}, set(days[:2]), set(days[1:])]
+    for before, after in zip(calls, calls[1:]):
+        held = before[2].metrics["validation_examples"]
+        assert held > 0
+        assert after[4].slice(0, held).equals(before[4].slice(before[4].num_rows - held))
     assert calls[0][1] is None
     assert all(calls[k][1] is calls[k - 1][2] for k in range(1, len(days)))
     assert all((c[3].epochs, c[3].patience) == (2, 1) for c in calls)  # the DAG's, not 5 and 2

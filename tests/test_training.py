@@ -214,6 +214,45 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch, ca
         assert torch.equal(tensor, v3.model.state_dict()[name]), name
 
 
+def test_the_rows_a_day_held_out_train_the_next_day(tmp_path, monkeypatch, caplog):
+    first, corpus = make_day(seed=4, n_items=20, n_examples=500, prefix="a")
+    # The newest 50 rows (10%: early stopping's) are the only ones of users tail-u*.
+    users = first["user_id"].to_pylist()[:450] + [f"tail-u{k}" for k in range(50)]
+    first = first.set_column(first.schema.get_field_index("user_id"), "user_id", pa.array(users))
+    second, _ = make_day(seed=5, n_items=20, n_examples=600, prefix="b")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    for name, table in (("first", first), ("second", second), ("corpus", corpus)):
+        con.register(name, table)
+    con.execute(
+        "create table mart_training_examples as "
+        "select date '2024-03-01' as ds, 'click' as label_event, * from first union all "
+        "select date '2024-03-02' as ds, 'click' as label_event, * from second"
+    )
+    days = "(values (date '2024-03-01'), (date '2024-03-02')) as d(ds)"
+    con.execute(
+        f"create table mart_item_corpus as select d.ds, c.* from corpus c cross join {days}"
+    )
+    con.close()
+    cfg = replace(CFG, epochs=1, validation_share=0.1)
+    settings = settings_for(tmp_path, cfg, monkeypatch)
+
+    v1 = train_day(DS, settings, base=None, version=1)
+    assert v1.metrics["validation_examples"] == 50 and v1.metrics["carried_examples"] == 0
+    assert v1.vocabs.user.get("tail-u0") == UNK  # held out: never learnt that day
+
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        v2 = train_day("2024-03-02", settings, base=v1.path, version=2)
+    assert v2.metrics["carried_examples"] == 50
+    assert "50 examples held out of 2024-03-01 trained today" in caplog.text
+    # 650 rows, the newest 65 of them the second day's held-out share
+    assert (v2.metrics["examples"], v2.metrics["validation_examples"]) == (585, 65)
+    assert all(v2.vocabs.user.get(f"tail-u{k}") != UNK for k in range(50))
+
+    # A rerun of the parent's own day has no earlier day's rows to carry.
+    rerun = train_day("2024-03-02", settings, base=v2.path, version=3)
+    assert rerun.metrics["carried_examples"] == 0 and rerun.metrics["examples"] == 540
+
+
 def recall_of(artifact, validation: pa.Table, corpus: pa.Table, k: int) -> float:
     """Recall@k recomputed from the artifact's public encoders, independently of training."""
     scores = artifact.encode_requests(validation) @ artifact.encode_items(corpus).T

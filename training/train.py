@@ -444,6 +444,21 @@ def _encoded(tower, table: features.Items | features.Requests, rows, device: str
     )
 
 
+def carry_over(previous, held: int, examples) -> pa.Table:
+    """examples after the newest `held` rows of previous: the rows a model trained on previous
+    held out for early stopping (its metrics["validation_examples"]), which it never learnt.
+
+    Carried into the next day's training they are learnt a day late instead of never
+    (docs/quality.md, "The held-out share, trained the day after"). Both tables have the same
+    columns, oldest row first.
+    """
+    previous, examples = _arrow(previous), _arrow(examples)
+    held = min(held, len(previous))
+    if held == 0:
+        return examples
+    return pa.concat_tables([previous.slice(len(previous) - held), examples])
+
+
 def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table | None]:
     """(training rows, validation rows): the newest cfg.validation_share of examples, or None.
 
@@ -485,27 +500,43 @@ def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> A
         examples, corpus = _read_day(settings.warehouse, ds)
         parent = load_artifact(base) if base is not None else None
         log.info("v%d from %s", version, f"v{parent.version}" if parent else "scratch")
+        carried = 0
+        # The rows the parent held out of its day: only from an earlier day (a rerun of the
+        # parent's own day, or a backfill behind it, has them in its examples or learnt them).
+        if parent is not None and parent.ds < ds:
+            today = len(examples)
+            previous = _read_examples(settings.warehouse, parent.ds)
+            examples = carry_over(previous, parent.metrics["validation_examples"], examples)
+            carried = len(examples) - today
+            log.info("%d examples held out of %s trained today", carried, parent.ds)
         artifact = train(examples, corpus, settings.model, parent, settings.seed)
+        artifact.metrics["carried_examples"] = carried  # of metrics["examples"]
         return artifact.save(settings.models, version, ds)
     finally:
         _CONTEXT.reset(context)
 
 
 def _read_day(warehouse: Path, ds: str):
-    # Fixed order: the same day always yields the same vocab ids and batches (determinism).
-    columns = ", ".join(["request_id", *features.REQUEST_COLUMNS, "item_id"])
+    """(examples, corpus) of day ds."""
+    examples = _read_examples(warehouse, ds)
     with reading(warehouse) as con:  # dbt needs the file next: hold it no longer than the read
-        examples = con.sql(
-            f"select {columns} from mart_training_examples where ds = cast(? as date) "
-            "order by request_time, request_id, item_id",
-            params=[ds],
-        ).to_arrow_table()
         corpus = con.sql(
             "select item_id, title from mart_item_corpus where ds = cast(? as date) "
             "order by item_id",
             params=[ds],
         ).to_arrow_table()
     return examples, corpus
+
+
+def _read_examples(warehouse: Path, ds: str) -> pa.Table:
+    # Fixed order: the same day always yields the same vocab ids and batches (determinism).
+    columns = ", ".join(["request_id", *features.REQUEST_COLUMNS, "item_id"])
+    with reading(warehouse) as con:
+        return con.sql(
+            f"select {columns} from mart_training_examples where ds = cast(? as date) "
+            "order by request_time, request_id, item_id",
+            params=[ds],
+        ).to_arrow_table()
 
 
 def _pretrained_words(model: MGDSPR, tokens: list[str], first: int) -> None:
