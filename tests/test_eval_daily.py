@@ -42,7 +42,14 @@ def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp
 
     monkeypatch.setattr(training.train, "train", recorded)
     dag = ModelConfig(
-        dim=16, heads=2, batch_size=64, sampled_negatives=32, hard_negatives=4, epochs=2, patience=1
+        dim=16,
+        heads=2,
+        batch_size=64,
+        sampled_negatives=32,
+        hard_negatives=4,
+        epochs=2,
+        patience=1,
+        min_validation=50,
     )
     settings = replace(load_settings(), home=tmp_path, model=dag)
     options = harness.Options(methods=("mgdspr-query-only",), seeds=(1,), max_epochs=5, daily=True)

@@ -573,6 +573,8 @@ def test_config_rejects_unknown_variants():
         ModelConfig(loss="bpr")
     with pytest.raises(ValueError, match="validation_share"):
         ModelConfig(validation_share=1.0)
+    with pytest.raises(ValueError, match="min_validation"):
+        ModelConfig(min_validation=0)
     assert ModelConfig(query_unit="words", loss="hinge").loss == "hinge"
 
 

@@ -37,6 +37,7 @@ CFG = ModelConfig(
     hard_negatives=4,
     epochs=8,
     validation_share=0.0,
+    min_validation=50,  # where a test turns validation on: 10% of a 500-600-row day
 )
 
 
@@ -347,6 +348,18 @@ def test_batches_keep_each_request_together_and_shuffle_the_requests():
     assert len(shuffled | {tuple(runs)}) > 1
 
 
+def test_fewer_held_out_rows_than_min_validation_train_every_epoch(day):
+    examples, corpus = day
+    cfg = replace(CFG, epochs=2, validation_share=0.1, min_validation=61)  # 60 would be held
+    m = train(examples, corpus, cfg, seed=0).metrics
+    assert (m["examples"], m["validation_examples"], m["epochs"], m["best_epoch"]) == (
+        600,
+        0,
+        2,
+        None,
+    )
+
+
 def test_best_epoch_weights_are_returned(day):
     examples, corpus = day
     # A high learning rate makes validation recall wander: its best is not the last epoch.
@@ -465,6 +478,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_LOSS": "hinge",
         "EBR_PATIENCE": "4",
         "EBR_VALIDATION_SHARE": "0.2",
+        "EBR_MIN_VALIDATION": "500",
         "EBR_ITEM_IDS": "clicked",
         "EBR_USER_ID_DROPOUT": "0.25",
         "EBR_WORD_INIT": "random",
@@ -481,6 +495,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert m.transformer_unit_dropout == 0.25
     assert m.threads == 2 and ModelConfig().threads == 1
+    assert m.min_validation == 500 and ModelConfig().min_validation == 200
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
         False,

@@ -40,9 +40,6 @@ class _InContext(logging.LoggerAdapter):
 
 log = _InContext(logging.getLogger(__name__))
 
-# Fewer held-out examples than this make Recall@K too noisy to stop on (one example moves it by 2%
-# or more): the day then trains all its epochs without validation.
-MIN_VALIDATION = 50
 ENCODE_BATCH = 1024  # rows per forward pass when encoding for validation (no gradients kept)
 # Pretrained word rows (cfg.word_init "minilm") are this many times as long as the random rows
 # they replace, so that the first clicks do not wash their directions out: CrowdFlower held-out
@@ -66,7 +63,7 @@ def train(
     Early stopping: after each epoch, Recall@cfg.validation_k of the validation rows (the
     training-example columns) over the corpus; training stops after cfg.patience epochs without
     improvement and the artifact holds the best epoch's weights. Without `validation`, the newest
-    cfg.validation_share of examples is held out (when that is at least MIN_VALIDATION rows).
+    cfg.validation_share of examples is held out (when that is at least cfg.min_validation rows).
 
     device: the torch device to train on; by default cuda when torch sees one, else cpu.
     """
@@ -470,14 +467,14 @@ def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table 
     if cfg.validation_share == 0:
         log.info("validation off (validation_share 0): training all %d epochs", cfg.epochs)
         return examples, None
-    if n_held < MIN_VALIDATION:
+    if n_held < cfg.min_validation:
         log.info(
             "no validation: the newest %g of %d examples is %d, fewer than %d; "
             "training all %d epochs",
             cfg.validation_share,
             len(examples),
             n_held,
-            MIN_VALIDATION,
+            cfg.min_validation,
             cfg.epochs,
         )
         return examples, None
