@@ -110,8 +110,9 @@ class Options:
     # and CrowdFlower, docs/quality.md) and the main table was measured; the daily DAG's warm
     # start stops after one flat epoch (ModelConfig.patience).
     patience: int = 2
-    # Train as the daily DAG does instead: day by day, each day warm from the last day's model,
-    # at the DAG's epochs and patience (max_epochs and patience above then do not apply).
+    # Train as the daily DAG does instead: day by day, each day warm from the last day's model
+    # with the rows it held out, at the DAG's epochs and patience (max_epochs and patience above
+    # then do not apply).
     daily: bool = False
     crowdflower_sessions: int = 20  # generated requests per training query
     crowdflower_days: int = 7
