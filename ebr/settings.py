@@ -130,10 +130,10 @@ class ModelConfig:
     validation_share: float = 0.1
     # Fewer held-out rows than this and the day trains all its epochs and keeps the last: Recall@K
     # over n rows has a standard error near sqrt(p(1 - p) / n), 0.042 at 50 rows and 0.021 at 200
-    # for Recall@10 near 0.9, more than one epoch moves it. Best Buy replayed day by day (three
-    # seeds; days of 96-1,760 clicks): stopping on 50-176 rows cost unseen queries 0.045 against
-    # training every epoch (docs/quality.md, "Too few rows to stop on"). A medium day holds out
-    # about 10,000.
+    # for Recall@10 near 0.9, more than one epoch moves it. Best Buy replayed day by day (six
+    # seeds; days of 96-1,760 clicks, 50-176 held out): 200 against 50 raised unseen queries
+    # 0.6350 -> 0.6594 for Recall@10 0.9047 -> 0.9026 (docs/quality.md, "Too few rows to stop
+    # on"). A medium day holds out about 9,800.
     min_validation: int = 200
     validation_k: int = 50
     # The towers' arithmetic while training: "bfloat16" runs their matrix products under torch

@@ -498,8 +498,9 @@ def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> A
         parent = load_artifact(base) if base is not None else None
         log.info("v%d from %s", version, f"v{parent.version}" if parent else "scratch")
         carried = 0
-        # The rows the parent held out of its day: only from an earlier day (a rerun of the
-        # parent's own day, or a backfill behind it, has them in its examples or learnt them).
+        # The rows the parent held out of its day, when that day is before this one: a rerun of
+        # the parent's day reads them as its own rows, and a backfill behind the parent is not
+        # the day after it.
         if parent is not None and parent.ds < ds:
             today = len(examples)
             previous = _read_examples(settings.warehouse, parent.ds)
