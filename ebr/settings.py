@@ -88,11 +88,15 @@ class ModelConfig:
     # Title queries (training.title_queries) added to each epoch's training rows, as a share of
     # the day's examples, drawn afresh every epoch: pseudo-requests whose query is a few words of
     # an item's title, so that words of items no one has clicked yet are learnt too. Not in the
-    # paper. `ebr evaluate` (docs/quality.md):
-    # CrowdFlower held-out relevance@10 0.004 -> 0.18, synthetic Recall@50 0.841 -> 0.857; Best
-    # Buy Recall@10 0.870 -> 0.865, within noise (0.25 and 2 in the sweep: 0.871, 0.872). A
-    # share costs up to that much more training time (title-query rows carry no history).
-    title_queries: float = 0.5
+    # paper. 2, not 0.5: a day warm-started from yesterday's model trains only that day's
+    # examples, and at 0.5 a day's rounds are too few to teach a catalogue's words. Replayed day
+    # by day as the DAG trains (`ebr evaluate --daily`, seeds 7-9, docs/quality.md, "Two title
+    # queries a click"): CrowdFlower held-out relevance@10 0.2063 -> 0.5267, Best Buy Recall@10
+    # 0.8992 -> 0.9196 and unseen queries 0.6565 -> 0.7092, synthetic Recall@50 0.8735 ->
+    # 0.8722. The cost: a title query trains about as long as a click (no history, but a user
+    # tower of its own where a request's clicks share one), so the medium bench day's training
+    # took twice as long (688 examples/s against 1,412) for the same recall there.
+    title_queries: float = 2.0
     # How new rows of the word table start: "minilm" (training.lexicon: all-MiniLM-L6-v2's
     # WordPiece vectors, so that a word no click has taught yet starts near words of like
     # meaning) or "random" (small normal, like every id table). Not in the paper. `ebr evaluate`

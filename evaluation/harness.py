@@ -79,8 +79,8 @@ SWEEP: dict[str, dict] = {
     "lr 4e-3": {"lr": 4e-3},
     "item ids: clicked only": {"item_ids": "clicked"},
     "item-id dropout 0.5": {"item_id_dropout": 0.5},
-    "title queries 0.25": {"title_queries": 0.25},
-    "title queries 2": {"title_queries": 2.0},
+    "title queries 0.5": {"title_queries": 0.5},
+    "title queries 4": {"title_queries": 4.0},
 }
 SWEPT_ABLATIONS = {
     "tau 2": "mgdspr-tau2",
