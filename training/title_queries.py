@@ -34,7 +34,8 @@ def title_queries(
     Unclicked items in every round: clicks already teach the words of the items they click, and
     title queries are what teaches the rest. Where most of a catalogue is never clicked, uniform
     rounds spend most rows on clicked items (CrowdFlower: 4,593 of 9,913 items unclicked, a
-    round of 7,835 rows); docs/quality.md has the figures of this and the ways tried before it.
+    round of 7,835 rows at share 0.5); docs/quality.md has the figures of this and the ways
+    tried before it.
 
     Training takes one round an epoch: every epoch then teaches other items' words, and other
     windows of a title, at the cost of one round."""
