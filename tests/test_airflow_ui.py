@@ -101,6 +101,7 @@ def test_ui_shows_the_graph_and_a_triggered_run(tmp_path):
         "EBR_DIM": "32",
         "EBR_EPOCHS": "2",
         "EBR_BATCH_SIZE": "64",
+        "EBR_TITLE_QUERIES": "0.5",  # the default 2 trains 2x the rows: slower
         "EBR_RECALL_FLOOR": "0.01",
     }
     with pytest.MonkeyPatch.context() as mp:

@@ -32,6 +32,7 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     monkeypatch.setenv("EBR_EPOCHS", "1")  # the figures' presence is tested, not the model
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_TRAIN_THREADS", "2")
+    monkeypatch.setenv("EBR_TITLE_QUERIES", "0.5")  # the default 2 trains 2x the rows: slower
     # Day 3 is fast-forwarded: landed and transformed, not trained on.
     main(["bench", "--profile", "tiny", "--days", "4", "--fast-forward"])
     out = settings.reports / "bench"

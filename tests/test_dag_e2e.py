@@ -33,6 +33,7 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_EPOCHS", "12")  # ~1k examples a tiny day: enough steps to learn titles
     monkeypatch.setenv("EBR_BATCH_SIZE", "64")
+    monkeypatch.setenv("EBR_TITLE_QUERIES", "0.5")  # the default 2 trains 2x the rows: slower
     monkeypatch.setenv("EBR_RECALL_FLOOR", "0.01")
     monkeypatch.setenv("EBR_REGRESSION_MARGIN", "0.5")  # the gate's own logic has its own tests
     settings = load_settings()

@@ -167,6 +167,7 @@ def test_a_day_through_the_dag_on_postgresql(tmp_path, monkeypatch, postgres):
     monkeypatch.setenv("EBR_DIM", "32")
     monkeypatch.setenv("EBR_EPOCHS", "1")  # this test is about the metadata database, not quality
     monkeypatch.setenv("EBR_BATCH_SIZE", "64")
+    monkeypatch.setenv("EBR_TITLE_QUERIES", "0.5")  # the default 2 trains 2x the rows: slower
     monkeypatch.setenv("EBR_RECALL_FLOOR", "0.01")
     settings = load_settings()
     generate(settings.landing, date.fromisoformat(DAY), 1, "tiny", settings.seed)

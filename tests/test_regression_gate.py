@@ -71,7 +71,12 @@ def _assert_refused_and_alias_kept(settings, ds: str, report: dict) -> None:
 def test_poisoned_logs_and_damaged_weights_are_refused(settings):
     """Day one is promoted; day two's logs are poisoned; day three's candidate is corrupted, then
     gated with good weights against the collection the corrupted one built."""
-    settings = replace(settings, recall_floor=0.05).with_model(dim=32, batch_size=64, epochs=12)
+    settings = replace(settings, recall_floor=0.05).with_model(
+        dim=32,
+        batch_size=64,
+        epochs=12,
+        title_queries=0.5,  # the default 2: 2x the rows, slower
+    )
     days = generate(settings.landing, date(2026, 1, 1), 3, "tiny", settings.seed)
     first = _through_the_gate(DAY1, settings)
     assert first["passed"] and first["index_agreement"] >= settings.min_index_agreement
