@@ -155,15 +155,16 @@ def encoding_split(settings: Settings, sample: int) -> dict:
 
 def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     """Mean padded length of each sequence the model reads in training, as training batches
-    them (training.train.batches: batches of batch_size clicks, a request's clicks together, its
+    them (training.train.batches: batches of batch_size rows, a request's clicks together, its
     lists read once and padded to the batch's longest request; titles are not padded: their mean
     length; the behaviour lists rt and st padded as model._by_length runs them, with their mean
-    squares), and the requests per click in a batch, over `sample` of the day's examples spread
-    over the day: the lengths training/flops.py counts FLOPs with."""
+    squares), and the requests per row in a batch, over `sample` of the day's examples spread
+    over the day and an epoch's title queries (training.train.training_rows): the lengths
+    training/flops.py counts FLOPs with, per row trained."""
     import torch
 
     from training import features
-    from training.train import _read_day, batches
+    from training.train import _read_day, batches, epoch_rows, training_rows
     from training.vocab import Vocabs
 
     from .steps import spread
@@ -171,13 +172,14 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
     cfg, gen = settings.model, torch.Generator().manual_seed(0)
     examples, corpus = _read_day(settings.warehouse, ds)
     examples = spread(examples, sample)
+    rows, request_of, round_of = training_rows(examples, corpus, cfg, settings.seed)
     vocabs = Vocabs()
-    clicked = features.clicked(examples, vocabs, grow=True)
+    clicked = features.clicked(rows, vocabs, grow=True)
     items = features.items(corpus, vocabs, cfg, grow=True)
-    request_of = features.request_index(examples)
-    requests = features.by_request(examples, request_of, vocabs, cfg, grow=True)
-    positives = features.positives(examples, clicked, items)
-    cut = batches(np.arange(examples.num_rows), request_of, cfg.batch_size, gen)
+    requests = features.by_request(rows, request_of, vocabs, cfg, grow=True)
+    positives = features.positives(rows, clicked, items)
+    epoch = epoch_rows(round_of, examples.num_rows, 0)
+    cut = batches(epoch, request_of, cfg.batch_size, gen)
     shapes, titles = [], []
     for idx in [b for b in cut if len(b) == cfg.batch_size] or cut[:1]:
         asked = np.unique(request_of[idx])
@@ -208,7 +210,12 @@ def padded_lengths(ds: str, settings: Settings, sample: int) -> dict:
             / (1 + share)
         )
     lengths = {key: float(np.mean([s[key] for s in shapes])) for key in shapes[0]}
-    return {**lengths, "title": float(np.mean(titles)), "examples": examples.num_rows}
+    return {
+        **lengths,
+        "title": float(np.mean(titles)),
+        "examples": examples.num_rows,
+        "title_queries": len(epoch) - examples.num_rows,  # an epoch's
+    }
 
 
 def _grouped(name: str, ids) -> dict:

@@ -69,7 +69,8 @@ def throughput(name: str, stage: dict, facts: dict) -> dict[str, float]:
     if name == "check_marts":
         return {"mart rows/s": sum(stage["rows"].values()) / s}
     if name == "train":
-        return {"examples/s": stage["examples_per_s"]}
+        rows = {"rows/s": stage["rows_per_s"]} if "rows_per_s" in stage else {}
+        return {"examples/s": stage["examples_per_s"], **rows}
     if name == "build_index":
         return {
             "items/s encoded": rate("encode"),
@@ -111,8 +112,13 @@ def training_flops(result: dict) -> dict | None:
     train = result["days"][-1]["stages"]["train"]
     # Runs from before ModelConfig.precision trained in float32.
     precision = train.get("precision", "float32")
-    rate = train["examples_per_s"]
+    # Since title queries are measured in the lengths, per row trained (clicks and title
+    # queries); before, per click, whose rate left the title queries' work out.
+    per_row = "title_queries" in lengths
+    rate = train["rows_per_s"] if per_row else train["examples_per_s"]
     out = {
+        "per": "a row" if per_row else "an example",
+        "rate": rate,
         "flops_per_example": per_example,
         "requests": lengths.get("requests"),  # user tower runs per example (train.batches)
         "flops_per_s": rate * per_example,
@@ -238,11 +244,16 @@ def targets(results: dict) -> list[dict]:
                 "",
                 True,
                 t
-                and f"{t['flops_per_example'] / 1e6:.1f} MFLOP per example "
+                and f"{t['flops_per_example'] / 1e6:.1f} MFLOP {t.get('per', 'an example')} "
                 f"at the day's padded lengths"
                 + (
-                    f" and {t['requests']:.2f} requests an example"
+                    f" and {t['requests']:.2f} requests {t.get('per', 'an example')}"
                     if t.get("requests") is not None
+                    else ""
+                )
+                + (
+                    f", {_n(t['rate'])} rows/s (clicks and title queries)"
+                    if t.get("per") == "a row"
                     else ""
                 )
                 + f", {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
@@ -636,10 +647,12 @@ def _baseline_table(results: dict, ratios: dict) -> list[str]:
         "items stored one wider at one norm: indexing/store.py) against exact top-K by a torch matrix product over the vectors read back from the "
         "collection. Encoding: the build stage's items/s against the machine's measured "
         "matrix-multiply FLOP/s divided by the item tower's FLOPs per item; in brackets the "
-        "tower's forward pass alone, without turning titles into ids. Training: examples/s x "
-        "FLOPs per example (training/flops.py, at the day's measured padded lengths: a batch's "
-        "longest row, and for the behaviour lists their length groups' longest; the user tower "
-        "once per request of a batch, however many clicks it has) over the "
+        "tower's forward pass alone, without turning titles into ids. Training: rows/s (the "
+        "day's clicks and the title queries mixed into each epoch) x FLOPs per row "
+        "(training/flops.py, at the day's measured padded lengths over an epoch's rows: a "
+        "batch's longest row, and for the behaviour lists their length groups' longest; the "
+        "user tower once per request of a batch, however many clicks it has, and once per "
+        "title query) over the "
         "matrix-multiply FLOP/s of the arithmetic its towers ran in (float32, or bfloat16 under "
         "ModelConfig.precision: the Targets table names it). Scratch: one training from scratch "
         "on every day so far against the train stage's warm-started day (wall, process start-up "

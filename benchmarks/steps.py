@@ -135,6 +135,8 @@ def train(ds: str, settings: Settings, sample: int | None) -> dict:
                 "examples",
                 "epochs",
                 "examples_per_s",
+                "rows_per_s",
+                "title_queries",
                 "seconds",
                 "params",
                 "best_epoch",

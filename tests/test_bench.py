@@ -73,6 +73,16 @@ def test_bench_writes_a_report_with_every_figure(settings, monkeypatch, capsys):
     for key in ("ann_speedup_over_exact", "encode_share_of_limit", "scratch_over_incremental"):
         assert ratios[key] > 0, key
     assert ratios["training"]["share_of_matmul"] > 0 and ratios["scratch_days"] == 3
+    # Training's FLOP/s count every row it trained: the title queries besides the clicks.
+    train = tiny["days"][-1]["stages"]["train"]
+    per_epoch = train["examples"] + train["title_queries"]
+    assert train["title_queries"] > 0 and tiny["baselines"]["lengths"]["title_queries"] > 0
+    assert train["rows_per_s"] == pytest.approx(
+        train["examples_per_s"] * per_epoch / train["examples"], rel=0.02
+    )
+    assert ratios["training"]["flops_per_s"] == pytest.approx(
+        train["rows_per_s"] * ratios["training"]["flops_per_example"]
+    )
     # Training is compared with the matrix-multiply rate of the arithmetic it ran in.
     trained_in = tiny["days"][-1]["stages"]["train"]["precision"]
     assert ratios["training"]["precision"] == trained_in in ("float32", "bfloat16")

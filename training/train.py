@@ -90,13 +90,8 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     examples = _arrow(examples)
     if validation is None:
         examples, validation = _hold_out(examples, cfg)
-    clicks = len(examples)
-    asked = features.request_index(examples)  # each click's request
-    round_of = np.zeros(0, np.int64)  # each title query's epoch
-    if cfg.title_queries > 0:
-        examples, round_of = title_queries(
-            examples, _arrow(corpus), cfg.title_queries, seed, cfg.epochs
-        )
+    examples, request_of, round_of = training_rows(examples, corpus, cfg, seed)
+    clicks = len(examples) - len(round_of)
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
 
@@ -109,10 +104,6 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     titled = features.clicked(examples.slice(clicks), vocabs, grow=cfg.item_ids == "corpus")
     clicked = np.concatenate([real, np.where(titled == UNK, PAD, titled)])
     items = features.items(corpus, vocabs, cfg, grow=True)
-    # A request with several clicks is a row per click; its features are read (and its user
-    # tower run, `_epoch`) once. Each title query is a request of its own.
-    titles = asked.max(initial=-1) + 1 + np.arange(len(examples) - clicks)
-    request_of = np.concatenate([asked, titles])
     requests = features.by_request(examples, request_of, vocabs, cfg, grow=True)
     if cfg.item_ids == "clicked":
         # The behaviour sequences' items gained id rows after the corpus was read: read it again,
@@ -132,10 +123,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     model.to(device).train()
     opts = optimisers(model, cfg.lr)
     arithmetic = precision(cfg, device)
-    per_epoch = [
-        np.concatenate([np.arange(clicks), clicks + np.flatnonzero(round_of == e)])
-        for e in range(cfg.epochs)
-    ]
+    per_epoch = [epoch_rows(round_of, clicks, e) for e in range(cfg.epochs)]
     log.info(
         "training on %d examples + %d title queries an epoch (%d held out), %d items, "
         "%d parameters, %s, %s",
@@ -207,6 +195,10 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         "epochs": len(losses),  # run, at most cfg.epochs
         # The day's examples per second of training: title queries are work on top of them.
         "examples_per_s": clicks * len(losses) / train_seconds if train_seconds > 0 else 0.0,
+        # Every row trained per second, title queries too: the work the towers did.
+        "rows_per_s": sum(map(len, per_epoch[: len(losses)])) / train_seconds
+        if train_seconds > 0
+        else 0.0,
         "seconds": seconds,
         "params": _params(model),
         "precision": arithmetic,  # the towers' arithmetic while training (cfg.precision resolved)
@@ -220,6 +212,25 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     }
     meta = {"version": 0, "ds": "", "parent": base.version if base else None, "metrics": metrics}
     return Artifact(model.cpu().eval(), vocabs, cfg, meta)
+
+
+def training_rows(examples, corpus, cfg: ModelConfig, seed: int):
+    """(rows, request_of, round_of): the examples (oldest first, with request_id), then
+    cfg.epochs rounds of title queries (training.title_queries); each row's request, a request's
+    clicks sharing one (its features read and its user tower run once, `_epoch`) and each title
+    query a request of its own; and each title query's epoch."""
+    examples = _arrow(examples)
+    asked = features.request_index(examples)
+    if cfg.title_queries == 0:
+        return examples, asked, np.zeros(0, np.int64)
+    rows, round_of = title_queries(examples, _arrow(corpus), cfg.title_queries, seed, cfg.epochs)
+    titles = asked.max(initial=-1) + 1 + np.arange(len(round_of))
+    return rows, np.concatenate([asked, titles]), round_of
+
+
+def epoch_rows(round_of: np.ndarray, clicks: int, epoch: int) -> np.ndarray:
+    """The rows epoch trains: every click and that epoch's round of title queries."""
+    return np.concatenate([np.arange(clicks), clicks + np.flatnonzero(round_of == epoch)])
 
 
 def _epoch(
