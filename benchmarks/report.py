@@ -244,16 +244,16 @@ def targets(results: dict) -> list[dict]:
                 "",
                 True,
                 t
-                and f"{t['flops_per_example'] / 1e6:.1f} MFLOP {t.get('per', 'an example')} "
+                and f"{t['flops_per_example'] / 1e6:.1f} MFLOP {t['per']} "
                 f"at the day's padded lengths"
                 + (
-                    f" and {t['requests']:.2f} requests {t.get('per', 'an example')}"
+                    f" and {t['requests']:.2f} requests {t['per']}"
                     if t.get("requests") is not None
                     else ""
                 )
                 + (
                     f", {_n(t['rate'])} rows/s (clicks and title queries)"
-                    if t.get("per") == "a row"
+                    if t["per"] == "a row"
                     else ""
                 )
                 + f", {t['flops_per_s'] / 1e9:.2f} GFLOP/s, "
