@@ -126,10 +126,10 @@ def training_flops(result: dict) -> dict | None:
         "share_of_matmul": rate * per_example / matmul_limit(result, precision),
     }
     if "training_threads" in result["matmul_before"]:  # measured since ModelConfig.threads
-        out["threads"] = cfg.threads
-        out["share_of_threads_matmul"] = (
-            rate * per_example / matmul_limit(result, precision, training_threads=True)
-        )
+        out["threads"], out["workers"] = cfg.threads, cfg.workers
+        # Each training process (ModelConfig.workers) multiplies on threads of its own.
+        limit = cfg.workers * matmul_limit(result, precision, training_threads=True)
+        out["share_of_threads_matmul"] = rate * per_example / limit
     return out
 
 
@@ -260,7 +260,9 @@ def targets(results: dict) -> list[dict]:
                 f"against the {t['precision']} matrix-multiply rate"
                 + (
                     f" ({t['share_of_threads_matmul']:.1%} of the rate on the "
-                    f"{t['threads']} thread(s) training runs on)"
+                    f"{t['threads']} thread(s) training runs on"
+                    + (f", times {t['workers']} processes" if t["workers"] > 1 else "")
+                    + ")"
                     if "threads" in t
                     else ""
                 ),

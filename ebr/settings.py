@@ -157,6 +157,15 @@ class ModelConfig:
     # turns them on): without them four 2-thread runs of the same 6,000 medium examples ended at
     # four parameter sums (24191.29-24192.21) on an AVX2-only AMD EPYC.
     threads: int = 1
+    # Training processes on a CPU (training.workers: data parallel over torch.distributed's
+    # gloo), each of `threads` threads; batch_size stays a step's whole batch. On 30,000 of the
+    # medium bench's day-2 examples, idle 2 cores, 2 processes trained 961 examples/s against
+    # 654; Best Buy's small days replayed one by one took 3x as long (each day a process to
+    # start and the day featurised twice), and at one seed CrowdFlower's last day read 0.5176
+    # against 0.5518 (docs/scale-out.md, "Several processes"): 1 unless the day is medium or
+    # larger and the train task has the cores to itself. Like threads, the count changes the
+    # trained weights: a day retrains to the same ones only at the same count.
+    workers: int = 1
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -204,6 +213,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.title_queries must be >= 0, got {self.title_queries!r}")
         if self.threads < 1:
             raise ValueError(f"ModelConfig.threads must be >= 1, got {self.threads!r}")
+        if self.workers < 1:
+            raise ValueError(f"ModelConfig.workers must be >= 1, got {self.workers!r}")
         if self.patience < 0:
             raise ValueError(f"ModelConfig.patience must be >= 0, got {self.patience!r}")
 
@@ -312,6 +323,7 @@ def load_settings() -> Settings:
         min_validation=int(_env("EBR_MIN_VALIDATION", str(m.min_validation))),
         precision=_env("EBR_PRECISION", m.precision),
         threads=int(_env("EBR_TRAIN_THREADS", str(m.threads))),
+        workers=int(_env("EBR_TRAIN_WORKERS", str(m.workers))),
     )
     # Milvus Lite answers 800 queries in ~5 s at K=50, ~14 s at K=100, ~55 s at K=500 (measured):
     # K=500 is a setting away, not the default of a daily gate.

@@ -486,6 +486,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
         "EBR_HARD_NEGATIVES": "16",
         "EBR_TRANSFORMER_UNIT_DROPOUT": "0.25",
         "EBR_TRAIN_THREADS": "2",
+        "EBR_TRAIN_WORKERS": "3",
     }.items():
         monkeypatch.setenv(name, value)
     m = load_settings().model
@@ -495,6 +496,7 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     assert (m.item_ids, m.user_id_dropout, m.item_id_dropout) == ("clicked", 0.25, 0.0)
     assert m.transformer_unit_dropout == 0.25
     assert m.threads == 2 and ModelConfig().threads == 1
+    assert m.workers == 3 and ModelConfig().workers == 1
     assert m.min_validation == 500 and ModelConfig().min_validation == 200
     assert (m.query_unit, m.personalised, m.loss, m.patience, m.validation_share) == (
         "words",
@@ -507,6 +509,10 @@ def test_settings_read_variants_and_early_stopping(monkeypatch):
     with pytest.raises(ValueError, match="threads must be >= 1"):
         load_settings()
     monkeypatch.setenv("EBR_TRAIN_THREADS", "1")
+    monkeypatch.setenv("EBR_TRAIN_WORKERS", "0")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        load_settings()
+    monkeypatch.setenv("EBR_TRAIN_WORKERS", "1")
     monkeypatch.setenv("EBR_PERSONALISED", "no")
     with pytest.raises(ValueError, match="EBR_PERSONALISED"):
         load_settings()

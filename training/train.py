@@ -28,6 +28,7 @@ from .model import MGDSPR, grow_from, retrieval_loss
 from .optim import optimisers
 from .title_queries import title_queries
 from .vocab import PAD, UNK, Vocabs
+from .workers import Group, join, started
 
 # Every line names the stage, and the day when train_day runs it (logs are read per day and stage).
 _CONTEXT: ContextVar[str] = ContextVar("training_log_context", default="stage=train")
@@ -66,34 +67,59 @@ def train(
     cfg.validation_share of examples is held out (when that is at least cfg.min_validation rows).
 
     device: the torch device to train on; by default cuda when torch sees one, else cpu.
+    cfg.workers > 1 on a CPU trains on that many processes (training.workers), this one rank 0.
     """
+    if len(examples) == 0 or len(corpus) == 0:
+        raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
+    examples = _arrow(examples)
+    if validation is None:
+        examples, validation = _hold_out(examples, cfg)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args = (examples, corpus, cfg, base, seed, validation, log_every, device)
+    if cfg.workers == 1 or device != "cpu":
+        return _on_threads(cfg, device, _train, *args)
+    with started(cfg.workers, args[:5]) as group:
+        return _on_threads(cfg, device, _train, *args, group)
+
+
+def _rank(store: str, rank: int, size: int, examples, corpus, cfg, base, seed) -> None:
+    """A training rank after the first (training.rank): it trains its share and validates
+    nothing; rank 0 returns the model."""
+    group = join(store, rank, size)
+    try:
+        _on_threads(cfg, "cpu", _train, examples, corpus, cfg, base, seed, None, 0, "cpu", group)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _on_threads(cfg: ModelConfig, device: str, fn, *args):
+    """fn(*args) on cfg.threads intra-op threads, deterministic on a CPU; the caller's settings
+    back after."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
     try:
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # A rerun of a day must train the same model. On more than one CPU thread some kernels
         # sum in whichever order the threads finish: 2-thread runs of the same 6,000 medium
         # examples ended at a different model each time, and at one with this on, at 0.8-0.9x
         # the examples/s (772-773 against 865-957); on one thread it changes neither (585-609
         # against 557-592). Not on a GPU: there it needs CUBLAS_WORKSPACE_CONFIG.
         torch.use_deterministic_algorithms(deterministic or torch.device(device).type == "cpu")
-        return _train(examples, corpus, cfg, base, seed, validation, log_every, device)
+        return fn(*args)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> Artifact:
-    if len(examples) == 0 or len(corpus) == 0:
-        raise ValueError(f"nothing to train on: {len(examples)} examples, {len(corpus)} items")
-    examples = _arrow(examples)
-    if validation is None:
-        examples, validation = _hold_out(examples, cfg)
+def _train(
+    examples, corpus, cfg, base, seed, validation, log_every, device, group: Group | None = None
+) -> Artifact:
     examples, request_of, round_of = training_rows(examples, corpus, cfg, seed)
     clicks = len(examples) - len(round_of)
     torch.manual_seed(seed)  # model init
     gen = torch.Generator().manual_seed(seed)  # shuffling, negatives, mixing weights
+    # Each rank's own draws (`_epoch`); gen's on one process.
+    own = gen if group is None else torch.Generator().manual_seed(seed + 1 + group.rank)
 
     # The day's new ids and tokens are appended to the base vocabularies (a copy: base stays valid).
     vocabs = copy.deepcopy(base.vocabs) if base else Vocabs()
@@ -121,6 +147,8 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
     if cfg.word_init == "minilm":
         _pretrained_words(model, vocabs.word.tokens, len(base.vocabs.word) if base else UNK + 1)
     model.to(device).train()
+    if group is not None:
+        group.same_start(model)
     opts = optimisers(model, cfg.lr)
     arithmetic = precision(cfg, device)
     per_epoch = [epoch_rows(round_of, clicks, e) for e in range(cfg.epochs)]
@@ -153,9 +181,11 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
                 (pos_keys, item_keys),
                 cfg,
                 gen,
+                own,
                 device,
                 getattr(torch, arithmetic),
                 steps,
+                group,
             )
         )
         epoch_seconds = time.perf_counter() - tick
@@ -171,19 +201,23 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
             clicks / epoch_seconds,
             time.perf_counter() - start,
         )
-        if recall is None:
-            continue
-        recalls.append(recall)
-        if best is None or recall > recalls[best]:
-            best = epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best >= cfg.patience:
-            log.info(
-                "early stop: no validation gain for %d epochs, keeping epoch %d",
-                epoch - best,
-                best + 1,
-            )
+        stop = False
+        if recall is not None:
+            recalls.append(recall)
+            if best is None or recall > recalls[best]:
+                best = epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif epoch - best >= cfg.patience:
+                log.info(
+                    "early stop: no validation gain for %d epochs, keeping epoch %d",
+                    epoch - best,
+                    best + 1,
+                )
+                stop = True
+        if stop if group is None else group.from_first(stop):
             break
+    if group is not None:
+        group.check_equal(model)
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - start
@@ -202,6 +236,7 @@ def _train(examples, corpus, cfg, base, seed, validation, log_every, device) -> 
         "seconds": seconds,
         "params": _params(model),
         "precision": arithmetic,  # the towers' arithmetic while training (cfg.precision resolved)
+        "workers": 1 if group is None else group.size,  # processes that trained (cfg.workers)
         "vocab_sizes": vocabs.sizes(),
         "validation_examples": len(held_out) if held_out else 0,
         "validation_recall_per_epoch": recalls,  # Recall@cfg.validation_k; empty without validation
@@ -244,33 +279,44 @@ def _epoch(
     keys: tuple[np.ndarray, np.ndarray],
     cfg: ModelConfig,
     gen: torch.Generator,
+    own: torch.Generator,
     device: str,
     dtype: torch.dtype,
     steps: _StepLog,
+    group: Group | None = None,
 ) -> float:
     """One pass over the rows (positives, and their requests by request_of) in batches of
     `batches`; returns the mean training loss. keys: the positives' and the corpus items'
-    identities (`_identities`)."""
+    identities (`_identities`). With a group, this rank trains its part of every batch: the
+    shuffle, the sampled negatives and the user ids dropped are drawn from gen alike on every
+    rank; the positives' id dropout and the hard negatives' mixing weights, drawn per row, from
+    `own`, the rank's own generator (gen itself on one process)."""
     n, n_neg = len(rows), min(cfg.sampled_negatives, len(items))
     log_q = None
     if cfg.loss == "softmax" and cfg.sampling_correction == "log_q":
         log_q = pool_log_q(
             keys[0][rows],
             max(keys[0].max(), keys[1].max()) + 1,
-            min(cfg.batch_size, n),
+            min(cfg.batch_size, n) / (1 if group is None else group.size),  # rows a pool holds
             n_neg,
             len(items),
         ).to(device)
     total = 0.0
-    for idx in batches(rows, request_of, cfg.batch_size, gen):
+    for batch in batches(rows, request_of, cfg.batch_size, gen):
         sampled = torch.randint(len(items), (n_neg,), generator=gen).tolist()
-        asked, row_request = np.unique(request_of[idx], return_inverse=True)
-        req = requests.batch(asked)
+        asked = np.unique(request_of[batch])
         # Without personalisation the tower reads no user id: dropping one would only move the
         # generator, and with it every later draw.
+        dropped = asked[:0]
         if cfg.user_id_dropout > 0 and cfg.personalised:
-            drop = torch.rand(len(asked), generator=gen) < cfg.user_id_dropout
-            req.user[drop] = UNK
+            dropped = asked[(torch.rand(len(asked), generator=gen) < cfg.user_id_dropout).numpy()]
+        idx = batch if group is None else group.part(batch)
+        if len(idx) == 0:  # a last batch smaller than the group: this rank adds no gradient
+            _step(model, opts, None, group)
+            continue
+        asked, row_request = np.unique(request_of[idx], return_inverse=True)
+        req = requests.batch(asked)
+        req.user[torch.from_numpy(np.isin(asked, dropped))] = UNK
         req = req.to(device)
         row_request_t = torch.from_numpy(row_request).to(device)
         pos = positives.batch(idx).to(device)
@@ -280,7 +326,7 @@ def _epoch(
         # The towers' forward (and so their backward) in `dtype`'s arithmetic: see precision().
         with torch.autocast(torch.device(device).type, dtype, enabled=dtype != torch.float32):
             user = model.user_tower(req)[row_request_t]  # once per request, then per row
-            pos_vecs = model.item_tower(_drop_ids(pos, cfg.item_id_dropout, gen))
+            pos_vecs = model.item_tower(_drop_ids(pos, cfg.item_id_dropout, own))
             neg_vecs = model.item_tower(_drop_ids(neg, cfg.item_id_dropout, gen))
         # The loss in float32: bfloat16 keeps 8 bits of mantissa, so logits near 30 would be
         # rounded to 0.25, coarser than the gaps between hard negatives.
@@ -291,19 +337,28 @@ def _epoch(
             neg_vecs.float(),
             neg_keys,
             cfg,
-            gen,
+            own,
             None if log_q is None else log_q[torch.cat([pos_keys, neg_keys])],
             row_request_t,
         )
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in opts:
-            opt.step()
+        # Weighted by this rank's share of the batch, the ranks' gradients sum to the batch's.
+        _step(model, opts, loss if group is None else loss * (len(idx) / len(batch)), group)
         value = loss.item()
         total += value * len(idx)
-        steps.add(value, len(idx))
-    return total / n
+        steps.add(value, len(batch))
+    return (total if group is None else group.total(total)) / n
+
+
+def _step(model, opts, loss: torch.Tensor | None, group: Group | None) -> None:
+    """One optimiser step on loss's gradient, summed over the group's ranks when there is one."""
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    if loss is not None:
+        loss.backward()
+    if group is not None:
+        group.sum_gradients(model)
+    for opt in opts:
+        opt.step()
 
 
 def batches(
@@ -347,7 +402,7 @@ def cpu_has_bfloat16() -> bool:
 
 
 def pool_log_q(
-    positives: np.ndarray, keys: int, batch: int, sampled: int, corpus: int
+    positives: np.ndarray, keys: int, batch: float, sampled: int, corpus: int
 ) -> torch.Tensor:
     """[keys]: the log of each item's expected count in a step's softmax pool, for
     cfg.sampling_correction "log_q", by item identity (`_identities`: positives are their keys;
@@ -389,7 +444,7 @@ class _StepLog:
     def add(self, loss: float, examples: int) -> None:
         self.step, self.seen = self.step + 1, self.seen + examples
         self.losses.append(loss)
-        if self.step % self.log_every == 0:
+        if self.log_every and self.step % self.log_every == 0:  # 0: a rank that logs no steps
             now = time.perf_counter()
             log.info(
                 "step %d loss %.4f %.0f rows/s",
