@@ -1,12 +1,14 @@
 """Data-parallel training on several CPU processes (ModelConfig.workers): torch.distributed
 over gloo, each rank one process of cfg.threads threads.
 
-The calling process is rank 0 and starts the others (`started`, training.rank). Every rank featurises the same rows, so vocabularies,
-batches and sampled negatives agree without being sent; each trains its share of every batch,
-and the gradients are summed before every rank takes the same optimiser step, so the models stay
-equal. Rank 0 alone validates and returns the model. With one thread a process, two processes
-keep the cores busy where two threads of one process wait at a barrier after each of a step's
-thousands of small ops (ModelConfig.threads).
+The calling process is rank 0 and starts the others (`started`, training.rank). Every rank
+featurises the same rows, so vocabularies, batches and sampled negatives agree without being
+sent; each trains its share of every batch, and the gradients are summed before every rank takes
+the same optimiser step, so the models stay equal. Rank 0 alone validates and returns the model.
+Two processes of one thread each keep both cores busy, where two threads of one process wait at
+a barrier after each of a step's thousands of small ops: on 30,000 of the medium bench's
+examples, idle 2 cores, 2 processes trained 1.47x as many examples a second as one (two threads
+had run 1.2x; ModelConfig.threads).
 """
 
 from __future__ import annotations
