@@ -8,10 +8,15 @@ from torch import nn
 
 def optimisers(model: nn.Module, lr: float) -> list[torch.optim.Optimizer]:
     """LazyAdam for the parameters that get sparse gradients (the id tables), Adam for the rest."""
-    sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    sparse = sparse_tables(model)
     tables = [p for p in model.parameters() if id(p) in sparse]
     rest = [p for p in model.parameters() if id(p) not in sparse]
     return [LazyAdam(tables, lr=lr), torch.optim.Adam(rest, lr=lr)]
+
+
+def sparse_tables(model: nn.Module) -> set[int]:
+    """The ids of the parameters that get sparse gradients: the weights of sparse nn.Embeddings."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
 
 
 class LazyAdam(torch.optim.Optimizer):
