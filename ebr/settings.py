@@ -158,13 +158,13 @@ class ModelConfig:
     # four parameter sums (24191.29-24192.21) on an AVX2-only AMD EPYC.
     threads: int = 1
     # Training processes on a CPU (training.workers: data parallel over torch.distributed's
-    # gloo), each of `threads` threads; batch_size stays a step's whole batch. On 30,000 of the
-    # medium bench's day-2 examples, idle 2 cores, 2 processes trained 961 examples/s against
-    # 654; Best Buy's small days replayed one by one took 3x as long (each day a process to
-    # start and the day featurised twice), and at one seed CrowdFlower's last day read 0.5176
-    # against 0.5518 (docs/scale-out.md, "Several processes"): 1 unless the day is medium or
-    # larger and the train task has the cores to itself. Like threads, the count changes the
-    # trained weights: a day retrains to the same ones only at the same count.
+    # gloo), each of `threads` threads; batch_size stays a step's whole batch, and the ranks
+    # train one process's model but for the order of float sums. On 30,000 of the medium
+    # bench's day-2 examples, idle 2 cores, 2 processes trained 822 examples/s against 740;
+    # Best Buy's small days replayed one by one took 3x as long (each day a process to start and
+    # the day featurised twice; docs/scale-out.md, "Several processes"): 1 unless the day is
+    # medium or larger and the train task has the cores to itself. Like threads, the count
+    # moves the float rounding: a day retrains to the same weights only at the same count.
     workers: int = 1
 
     @classmethod

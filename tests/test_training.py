@@ -321,9 +321,9 @@ def test_a_request_with_several_clicks_runs_the_user_tower_once(monkeypatch):
     seen = []
     original = MGDSPR.user_tower
 
-    def counted(self, b):
+    def counted(self, b, kept=None):
         seen.append(len(b.user))
-        return original(self, b)
+        return original(self, b, kept)
 
     monkeypatch.setattr(MGDSPR, "user_tower", counted)
     cfg = replace(CFG, epochs=1, title_queries=0.0)

@@ -98,9 +98,10 @@ class MGDSPR(nn.Module):
 
     # --- user tower -------------------------------------------------------------------------
 
-    def query_unit(self, b: RequestBatch) -> Tensor:
+    def query_unit(self, b: RequestBatch, kept: Tensor | None = None) -> Tensor:
         """Q [B, query_units(cfg), d]: the query at several granularities and, personalised, the
-        user's past queries; for query_unit="words" only the mean of the query words."""
+        user's past queries; for query_unit="words" only the mean of the query words.
+        kept: `unit_kept`'s rows for this batch, when drawn by the caller."""
         word = self.emb["word"]
         q_seg = _bag_mean(word, b.words)
         if self.cfg.query_unit == "words":
@@ -110,9 +111,9 @@ class MGDSPR(nn.Module):
         wmask = b.words != PAD
         x = word(b.words) + self.word_pos(torch.arange(b.words.shape[1], device=b.words.device))
         q_seq = _mean(_pre_norm_layer(self.word_encoder, x, wmask), wmask)
-        p = self.cfg.transformer_unit_dropout
-        if self.training and p > 0:  # rows without it, drawn like nn.Dropout's (torch's RNG)
-            q_seq = q_seq * (torch.rand(q_seq.shape[0], 1, device=q_seq.device) >= p)
+        kept = self.unit_kept(q_seq.shape[0]) if kept is None else kept
+        if kept is not None:
+            q_seq = q_seq * kept.to(q_seq.device)
         units = [q_1gram, q_2gram, q_seg, q_seq]
         if self.cfg.personalised:
             past = _bag_mean(word, b.past)  # [B, P, d]: each past query = mean of its words
@@ -159,8 +160,17 @@ class MGDSPR(nn.Module):
             out.append(attend(Q, pooled, (ids != PAD).any(-1)))
         return torch.stack(out).sum(0)
 
-    def user_tower(self, b: RequestBatch) -> Tensor:
-        Q = self.query_unit(b)
+    def unit_kept(self, n: int) -> Tensor | None:
+        """[n, 1]: which of n requests keep the Transformer unit while training
+        (cfg.transformer_unit_dropout), drawn like nn.Dropout's (torch's RNG); None when none is
+        dropped. Training ranks draw it for the whole batch, each reading its requests' rows."""
+        p = self.cfg.transformer_unit_dropout
+        if not self.training or p == 0 or self.cfg.query_unit == "words":
+            return None
+        return torch.rand(n, 1) >= p
+
+    def user_tower(self, b: RequestBatch, kept: Tensor | None = None) -> Tensor:
+        Q = self.query_unit(b, kept)
         tokens = [self.cls.expand(Q.shape[0], 1, -1), Q]
         if self.cfg.personalised:
             tokens += [
@@ -227,11 +237,12 @@ def retrieval_loss(
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
     requests: Tensor | None = None,
+    first: int = 0,
 ) -> Tensor:
     """The loss cfg.loss names: softmax_loss or hinge_loss (which takes no log_q)."""
     if cfg.loss == "hinge":
-        return hinge_loss(user, pos, pos_keys, neg, neg_keys, cfg, requests)
-    return softmax_loss(user, pos, pos_keys, neg, neg_keys, cfg, generator, log_q, requests)
+        return hinge_loss(user, pos, pos_keys, neg, neg_keys, cfg, requests, first)
+    return softmax_loss(user, pos, pos_keys, neg, neg_keys, cfg, generator, log_q, requests, first)
 
 
 def softmax_loss(
@@ -244,6 +255,7 @@ def softmax_loss(
     generator: torch.Generator | None = None,
     log_q: Tensor | None = None,
     requests: Tensor | None = None,
+    first: int = 0,
 ) -> Tensor:
     """Softmax cross-entropy (temperature cfg.tau) of each user against its positive.
 
@@ -255,25 +267,32 @@ def softmax_loss(
     pool, the positives' then the sampled negatives', subtracted from its logit; a mixed entry
     takes the same mix of its two items' corrections. The hard negatives are still picked by
     score alone, as the paper picks them.
+
+    first: user holds the rows of positives first..first + len(user) (a training rank's share of
+    a batch, training.workers); the other positives are negatives to them, as in one process.
     """
     B = user.shape[0]
-    pool, same = _pool(pos, pos_keys, neg, neg_keys, requests)
-    target = torch.arange(B, device=user.device)
-    same[target, target] = False  # the positive itself stays
+    rows = slice(first, first + B)
+    pool, same = _pool(pos, pos_keys, neg, neg_keys, requests, rows)
+    row = torch.arange(B, device=user.device)
+    target = row + first
+    same[row, target] = False  # the positive itself stays
     scores = (user @ pool.T / cfg.tau).masked_fill(same, float("-inf"))
     logits = scores if log_q is None else scores - log_q
     n = min(cfg.hard_negatives, pool.shape[0] - 1)
     if n > 0:
         negatives = scores.detach().clone()
-        negatives[target, target] = float("-inf")
+        negatives[row, target] = float("-inf")
         top, idx = negatives.topk(n, dim=1)
         lo, hi = cfg.alpha_range
-        alpha = (lo + (hi - lo) * torch.rand(B, n, 1, generator=generator)).to(user.device)
-        mixed = alpha * pos[:, None] + (1 - alpha) * pool[idx]  # [B, n, d]
+        # Drawn for every positive, the user's rows read: each rank draws what one process does.
+        alpha = lo + (hi - lo) * torch.rand(pos.shape[0], n, 1, generator=generator)
+        alpha = alpha[rows].to(user.device)
+        mixed = alpha * pos[rows, None] + (1 - alpha) * pool[idx]  # [B, n, d]
         hard = torch.einsum("bd,bnd->bn", user, mixed) / cfg.tau
         if log_q is not None:
             a = alpha[..., 0]
-            hard = hard - (a * log_q[:B, None] + (1 - a) * log_q[idx])
+            hard = hard - (a * log_q[rows, None] + (1 - a) * log_q[idx])
         # Rows with fewer than n real negatives picked masked entries: drop those.
         logits = torch.cat([logits, hard.masked_fill(top.isinf(), float("-inf"))], dim=1)
     return F.cross_entropy(logits, target)
@@ -287,12 +306,14 @@ def hinge_loss(
     neg_keys: Tensor,
     cfg: ModelConfig,
     requests: Tensor | None = None,
+    first: int = 0,
 ) -> Tensor:
     """Pairwise hinge, the loss of two-tower retrieval before MGDSPR: the mean over every (row,
     negative) pair of max(0, cfg.hinge_margin - s(u, pos) + s(u, neg)). No temperature and no
-    hard-negative mixing: cfg.tau and cfg.hard_negatives do not apply."""
-    pool, own = _pool(pos, pos_keys, neg, neg_keys, requests)
-    positive = (user * pos).sum(-1, keepdim=True)  # [B, 1]
+    hard-negative mixing: cfg.tau and cfg.hard_negatives do not apply. first: softmax_loss's."""
+    rows = slice(first, first + user.shape[0])
+    pool, own = _pool(pos, pos_keys, neg, neg_keys, requests, rows)
+    positive = (user * pos[rows]).sum(-1, keepdim=True)  # [B, 1]
     hinge = (cfg.hinge_margin - positive + user @ pool.T).clamp(min=0)
     pairs = ~own
     # A pool holding only the rows' own items has no pair to rank: zero loss, not 0 / 0.
@@ -300,11 +321,16 @@ def hinge_loss(
 
 
 def _pool(
-    pos: Tensor, pos_keys: Tensor, neg: Tensor, neg_keys: Tensor, requests: Tensor | None = None
+    pos: Tensor,
+    pos_keys: Tensor,
+    neg: Tensor,
+    neg_keys: Tensor,
+    requests: Tensor | None = None,
+    rows: slice = slice(None),
 ) -> tuple[Tensor, Tensor]:
     """The pool [B + S, d], and [B, B + S] True where an entry is the row's own item (the
     positive itself on the diagonal, and any copy of it) or, given requests, the item of any row
-    of the same request."""
+    of the same request; the mask of the positives' `rows` only."""
     pool_keys = torch.cat([pos_keys, neg_keys])
     own = pos_keys[:, None] == pool_keys[None, :]
     if requests is not None:
@@ -315,7 +341,7 @@ def _pool(
         _, request = torch.unique(requests, return_inverse=True)
         per_request = torch.zeros(own.shape, device=own.device).index_add_(0, request, own.float())
         own = per_request[request] > 0
-    return torch.cat([pos, neg]), own
+    return torch.cat([pos, neg]), own[rows]
 
 
 def grow_from(model: MGDSPR, state: dict[str, Tensor]) -> None:

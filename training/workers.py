@@ -2,13 +2,16 @@
 over gloo, each rank one process of cfg.threads threads.
 
 The calling process is rank 0 and starts the others (`started`, training.rank). Every rank
-featurises the same rows, so vocabularies, batches and sampled negatives agree without being
-sent; each trains its share of every batch, and the gradients are summed before every rank takes
-the same optimiser step, so the models stay equal. Rank 0 alone validates and returns the model.
+featurises the same rows and draws the same random numbers, so vocabularies, batches, sampled
+negatives and dropouts agree without being sent; each trains its share of every batch against a
+softmax pool of the whole batch's positives (`Group.whole`), and the gradients are summed before
+every rank takes the same optimiser step: the ranks train the model one process trains, but for
+the order of float sums. Rank 0 alone validates and returns the model.
 Two processes of one thread each keep both cores busy, where two threads of one process wait at
 a barrier after each of a step's thousands of small ops: on 30,000 of the medium bench's
-examples, idle 2 cores, 2 processes trained 1.47x as many examples a second as one (two threads
-had run 1.2x; ModelConfig.threads).
+examples, idle 2 cores, 2 processes trained 1.1x as many examples a second as one (medians of
+alternating runs, 822 against 740; 1.47x while each rank's pool held only its half of the
+positives; two threads had run 1.2x, ModelConfig.threads).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -38,10 +40,28 @@ class Group:
     rank: int
     size: int
 
-    def part(self, rows: np.ndarray) -> np.ndarray:
-        """This rank's contiguous share of a batch's rows (a batch keeps a request's rows
-        together, so a request is cut between ranks at most once, as at a batch's end)."""
-        return np.array_split(rows, self.size)[self.rank]
+    def share(self, n: int) -> tuple[slice, float]:
+        """This rank's contiguous share of a batch of n rows (a batch keeps a request's rows
+        together, so a request is cut between ranks at most once, as at a batch's end), and the
+        weight of its loss: the ranks' weighted gradients sum to the batch's. A batch of fewer
+        rows than ranks (an epoch's last) is trained whole by each, at 1 / size."""
+        if n < self.size:
+            return slice(0, n), 1 / self.size
+        lengths = self._lengths(n)
+        start = sum(lengths[: self.rank])
+        return slice(start, start + lengths[self.rank]), lengths[self.rank] / n
+
+    def _lengths(self, n: int) -> list[int]:
+        base, extra = divmod(n, self.size)
+        return [base + (r < extra) for r in range(self.size)]
+
+    def whole(self, part: torch.Tensor, n: int) -> torch.Tensor:
+        """The batch's n rows from every rank's share of them (`share`), in order, on every rank;
+        the gradient that reaches another rank's rows goes back to it. So each rank's softmax
+        pool holds every positive of the batch, as one process's does."""
+        if n < self.size:
+            return part  # each rank holds the whole batch
+        return _Whole.apply(part, self._lengths(n), self.rank)
 
     def same_start(self, model: nn.Module) -> None:
         """Every rank starts from rank 0's weights, as torch's DistributedDataParallel does."""
@@ -122,6 +142,27 @@ class Group:
         t = torch.tensor([int(flag)])
         dist.broadcast(t, 0)
         return bool(t.item())
+
+
+class _Whole(torch.autograd.Function):
+    """Group.whole: the ranks' parts padded to one length for gloo's all-gather; backward, the
+    whole batch's gradient summed over the ranks (every rank's loss reads every row), and this
+    rank's rows of it kept."""
+
+    @staticmethod
+    def forward(ctx, part: torch.Tensor, lengths: list[int], rank: int) -> torch.Tensor:
+        longest = max(lengths)
+        padded = torch.cat([part, part.new_zeros(longest - len(part), *part.shape[1:])])
+        parts = [torch.empty_like(padded) for _ in lengths]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.rows = slice(sum(lengths[:rank]), sum(lengths[: rank + 1]))
+        return torch.cat([p[:n] for p, n in zip(parts, lengths, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows], None, None
 
 
 def _rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
