@@ -43,8 +43,12 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers, one a core: the long tests (a bench, the Airflow UI, the DAG end to
+# end) spend much of their time waiting on subprocesses and servers. The suite took 681 s on
+# two workers at 299a8e8 (2 cores, alone), where one process had taken 1,126-1,492 s from clean
+# clones a session before; work stealing keeps both workers busy to the end.
 test: venv lint
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not long" --durations=25
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not long" --durations=25 -n 2 --dist worksteal
 
 clean:
 	rm -rf .ebr .airflow
