@@ -49,12 +49,16 @@ def test_two_days_through_the_real_dag(tmp_path, monkeypatch, airflow_db, capsys
         first = store.live(client, settings.alias)
     assert (first.name, first.model_version, first.ds) == ("items_20260101_v1", 1, "2026-01-01")
 
-    assert _run(dag, date(2026, 1, 2)).state == "success"
+    # Day two trains on two processes: the train task starts the other rank (training.workers).
+    monkeypatch.setenv("EBR_TRAIN_WORKERS", "2")
+    assert _run(_load_dag(), date(2026, 1, 2)).state == "success"
     with store.connect(settings) as client:
         second = store.live(client, settings.alias)
     assert (second.name, second.model_version, second.ds) == ("items_20260102_v2", 2, "2026-01-02")
     # day two warm-started from the model day one promoted
-    assert load_meta(settings.models / "v2")["parent"] == 1
+    meta = load_meta(settings.models / "v2")
+    assert meta["parent"] == 1 and meta["metrics"]["workers"] == 2
+    assert load_meta(settings.models / "v1")["metrics"]["workers"] == 1
     gate = json.loads((settings.report_day("2026-01-02") / "gate.json").read_text())
     assert gate["live_version"] == 1 and gate["passed"]
     # each promotion passed its canary through the serving client
