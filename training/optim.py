@@ -8,15 +8,16 @@ from torch import nn
 
 def optimisers(model: nn.Module, lr: float) -> list[torch.optim.Optimizer]:
     """LazyAdam for the parameters that get sparse gradients (the id tables), Adam for the rest."""
-    sparse = sparse_tables(model)
-    tables = [p for p in model.parameters() if id(p) in sparse]
-    rest = [p for p in model.parameters() if id(p) not in sparse]
+    tables, rest = by_gradient(model)
     return [LazyAdam(tables, lr=lr), torch.optim.Adam(rest, lr=lr)]
 
 
-def sparse_tables(model: nn.Module) -> set[int]:
-    """The ids of the parameters that get sparse gradients: the weights of sparse nn.Embeddings."""
-    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+def by_gradient(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(tables, rest): the parameters that get sparse gradients (the weights of sparse
+    nn.Embeddings) and those that get dense ones, each in the model's order."""
+    sparse = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    tables = [p for p in model.parameters() if id(p) in sparse]
+    return tables, [p for p in model.parameters() if id(p) not in sparse]
 
 
 class LazyAdam(torch.optim.Optimizer):

@@ -408,7 +408,7 @@ def cpu_has_bfloat16() -> bool:
 
 
 def pool_log_q(
-    positives: np.ndarray, keys: int, batch: float, sampled: int, corpus: int
+    positives: np.ndarray, keys: int, batch: int, sampled: int, corpus: int
 ) -> torch.Tensor:
     """[keys]: the log of each item's expected count in a step's softmax pool, for
     cfg.sampling_correction "log_q", by item identity (`_identities`: positives are their keys;

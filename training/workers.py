@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .optim import sparse_tables
+from .optim import by_gradient
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,7 @@ class Group:
         sparse gradients (the rows a step touched) in one all-gather of every table's rows:
         gloo's sparse all-reduce, a table at a time, took 38 ms of a 160 ms step on the medium
         day (10,000 examples, 2 ranks)."""
-        sparse = sparse_tables(model)
-        tables = [p for p in model.parameters() if id(p) in sparse]
-        dense = [p for p in model.parameters() if id(p) not in sparse]
+        tables, dense = by_gradient(model)
         self._sum_sparse(tables)
         flat = torch.cat(
             [torch.zeros(p.numel()) if p.grad is None else p.grad.reshape(-1) for p in dense]
@@ -107,10 +105,10 @@ class Group:
         counts = torch.tensor([len(rows) for rows, _ in grads])
         rows = torch.cat([rows for rows, _ in grads])
         values = torch.cat([values.reshape(-1) for _, values in grads])
-        every_count = torch.stack(self._gathered(counts))
+        every_count = torch.stack(_gathered(counts, [len(counts)] * self.size))
         widths = torch.tensor([p[0].numel() for p in tables])
-        every_rows = self._gathered(rows, every_count.sum(1))
-        every_values = self._gathered(values, (every_count * widths).sum(1))
+        every_rows = _gathered(rows, every_count.sum(1).tolist())
+        every_values = _gathered(values, (every_count * widths).sum(1).tolist())
         # [rank][table] pieces, summed per table in rank order: the same sum on every rank.
         row_parts = [r.split(c.tolist()) for r, c in zip(every_rows, every_count, strict=True)]
         value_parts = [
@@ -122,14 +120,6 @@ class Group:
             p.grad = torch.sparse_coo_tensor(
                 index, value, p.shape, check_invariants=False
             ).coalesce()
-
-    def _gathered(self, tensor: torch.Tensor, sizes: torch.Tensor | None = None) -> list:
-        """Every rank's 1-D tensor (sizes: their lengths, when they differ), in rank order."""
-        longest = len(tensor) if sizes is None else int(sizes.max())
-        padded = torch.cat([tensor, tensor.new_zeros(longest - len(tensor))])
-        out = [torch.empty_like(padded) for _ in range(self.size)]
-        dist.all_gather(out, padded)
-        return out if sizes is None else [o[:n] for o, n in zip(out, sizes.tolist(), strict=True)]
 
     def total(self, value: float) -> float:
         """value summed over the ranks."""
@@ -145,24 +135,30 @@ class Group:
 
 
 class _Whole(torch.autograd.Function):
-    """Group.whole: the ranks' parts padded to one length for gloo's all-gather; backward, the
-    whole batch's gradient summed over the ranks (every rank's loss reads every row), and this
-    rank's rows of it kept."""
+    """Group.whole: every rank's part, gathered in rank order; backward, the whole batch's
+    gradient summed over the ranks (every rank's loss reads every row), and this rank's rows of
+    it kept."""
 
     @staticmethod
     def forward(ctx, part: torch.Tensor, lengths: list[int], rank: int) -> torch.Tensor:
-        longest = max(lengths)
-        padded = torch.cat([part, part.new_zeros(longest - len(part), *part.shape[1:])])
-        parts = [torch.empty_like(padded) for _ in lengths]
-        dist.all_gather(parts, padded.contiguous())
         ctx.rows = slice(sum(lengths[:rank]), sum(lengths[: rank + 1]))
-        return torch.cat([p[:n] for p, n in zip(parts, lengths, strict=True)])
+        return torch.cat(_gathered(part, lengths))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
         return grad[ctx.rows], None, None
+
+
+def _gathered(tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """Every rank's tensor, in rank order, given each one's length (first dimension): gloo's
+    all-gather takes equal shapes, so each is padded to the longest and cut back after."""
+    pad = tensor.new_zeros(max(lengths) - len(tensor), *tensor.shape[1:])
+    padded = torch.cat([tensor, pad]).contiguous()
+    out = [torch.empty_like(padded) for _ in lengths]
+    dist.all_gather(out, padded)
+    return [o[:n] for o, n in zip(out, lengths, strict=True)]
 
 
 def _rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
