@@ -48,7 +48,7 @@ class ModelConfig:
     # 256, not 1024 (docs/quality.md, "Batch size"): over three seeds of whole training windows
     # the two tie, but a small day from scratch at three epochs is a quarter of the steps and
     # undertrained at 1024 (synthetic Recall@50 0.8505 against 0.8851). A GPU with medium days
-    # wants 1024 (EBR_BATCH_SIZE): 3.8x the examples/s there.
+    # wants 1024 (EBR_BATCH_SIZE): 3.8x the examples/s there; two CPU processes (workers) 512.
     batch_size: int = 256
     lr: float = 2e-3
     # The most epochs a day trains; early stopping (below) usually ends sooner. The name stays
@@ -160,11 +160,14 @@ class ModelConfig:
     # Training processes on a CPU (training.workers: data parallel over torch.distributed's
     # gloo), each of `threads` threads; batch_size stays a step's whole batch, and the ranks
     # train one process's model but for the order of float sums. On 30,000 of the medium
-    # bench's day-2 examples, idle 2 cores, 2 processes trained 822 examples/s against 740;
+    # bench's day-2 examples, idle 2 cores, 2 processes trained 822 examples/s against 740, and
+    # 1,047-1,185 at batch_size 512 (a rank's step one process's at 256, what the ranks
+    # exchange a step spread over twice the rows; the medium bench's recall level with 256's);
     # Best Buy's small days replayed one by one took 3x as long (each day a process to start and
     # the day featurised twice; docs/scale-out.md, "Several processes"): 1 unless the day is
-    # medium or larger and the train task has the cores to itself. Like threads, the count
-    # moves the float rounding: a day retrains to the same weights only at the same count.
+    # medium or larger and the train task has the cores to itself, and then with batch_size 512.
+    # Like threads, the count moves the float rounding: a day retrains to the same weights only
+    # at the same count.
     workers: int = 1
 
     @classmethod
