@@ -102,25 +102,31 @@ def check_marts(ds: str, settings: Settings) -> dict:
 def train(ds: str, settings: Settings, sample: int | None) -> dict:
     """The train stage; with `sample`, on that many of the day's training examples, spread over
     the day (the day's read is still whole and timed), and the parent's held-out rows of the
-    same sample of its day. Returns the new version and its training metrics."""
+    same sample of its day and the same share of its evening. Returns the new version and its
+    training metrics."""
     from training import train as training
     from training.artifact import load_meta
 
-    read, seen = training._read_examples, {}
+    read, read_evening, seen = training._read_examples, training._read_evening, {}
 
     def bounded(warehouse, day):
         examples = read(warehouse, day)
         seen[day] = examples.num_rows
         return spread(examples, sample)
 
-    training._read_examples = bounded
+    def bounded_evening(warehouse, day):  # the share of it that the sample is of its day
+        evening = read_evening(warehouse, day)
+        share = 1.0 if sample is None else min(1.0, sample / max(seen[day], 1))
+        return spread(evening, round(evening.num_rows * share))
+
+    training._read_examples, training._read_evening = bounded, bounded_evening
     try:
         with probes(
             {"read": (training, "_read_day", None), "fit": (training, "train", None)}
         ) as timed:
             version = stages.train(ds, settings)
     finally:
-        training._read_examples = read
+        training._read_examples, training._read_evening = read, read_evening
     meta = load_meta(settings.models / f"v{version}")
     assert meta is not None, f"stages.train returned v{version} without saving it"
     metrics = meta["metrics"]

@@ -136,7 +136,7 @@ class Task:
 
     dataset: str
     ds: str  # the last data day: its corpus is what every method ranks
-    train: pa.Table  # mart_training_examples rows of the training window, oldest first
+    train: pa.Table  # training rows of the window (`_examples`), oldest first
     corpus: pa.Table  # mart_item_corpus of ds
     test: pa.Table  # the held-out requests, with the behaviour columns the user tower reads
     relevant: list[set[str]]
@@ -248,8 +248,9 @@ def _crowdflower(settings: Settings, options: Options) -> Task:
 
 
 def _synthetic(settings: Settings, options: Options) -> Task:
-    # The daily split: train on every day's requests before eval_start_hour, test on the last
-    # day's held-out evening, which no model has seen.
+    # The daily split: train on every day's requests before eval_start_hour and every evening
+    # but the last (a day late, as the DAG learns them), test on the last day's evening, which
+    # no model has seen.
     timer = _Timer()
     start = date.fromisoformat(settings.start_date)
     timer.run(
@@ -307,8 +308,17 @@ def _run_stages(days: list[str], settings: Settings, timer: _Timer) -> None:
 
 
 def _examples(settings: Settings) -> pa.Table:
+    """Every day's training rows, and each evening's requests but the last (the test's) as rows
+    of the day after, which learns them (training.train.train_day; label_event null there).
+    Datasets split at eval_start_hour 24 have no evenings."""
+    from training.train import EVENING_ROWS
+
     return warehouse.query(
-        settings, "select * from mart_training_examples order by request_time, request_id, item_id"
+        settings,
+        "select * from mart_training_examples union all by name "
+        "select * exclude (ds, clicked_items, purchased_items), ds + 1 as ds "
+        f"from {EVENING_ROWS} where ds < (select max(ds) from mart_eval_examples) "
+        "order by request_time, request_id, item_id",
     )
 
 

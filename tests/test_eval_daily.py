@@ -3,10 +3,11 @@ from the model of the day before, with the rows that model held out, at the DAG'
 patience (not the evaluation's)."""
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 
+import duckdb
 import pyarrow as pa
-from test_training import make_day
+from test_training import EVENINGS, make_day
 
 import training.train
 from ebr.settings import ModelConfig, load_settings
@@ -68,3 +69,34 @@ def test_daily_trains_each_day_warm_from_the_day_before_at_the_dags_settings(tmp
     # Warm starts grow the vocabularies: the last model knows the first day's users too.
     first_users = set(tables[0].column("user_id").to_pylist())
     assert all(calls[-1][2].vocabs.user.get(u) != UNK for u in first_users)
+
+
+def test_every_evening_but_the_last_trains_the_day_after(tmp_path):
+    # Two days of rows before 20:00 and their evenings: the first evening is the second day's
+    # to learn (as train_day reads it), the last is the test, which nothing learns.
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    for k, ds in enumerate([date(2024, 3, 1), date(2024, 3, 2)]):
+        for name, n, hours in (("day", 40, 0), ("eve", 10, 20)):
+            rows, _ = make_day(seed=10 * k + hours, n_examples=n, prefix=f"{name}{k}")
+            later = timedelta(days=k, hours=hours)
+            times = pa.array([t + later for t in rows["request_time"].to_pylist()])
+            rows = rows.set_column(
+                rows.schema.get_field_index("request_time"), "request_time", times
+            )
+            con.register(f"{name}{k}", rows.append_column("ds", pa.array([ds] * n, pa.date32())))
+    con.execute(
+        "create table mart_training_examples as select *, 'click' as label_event from day0 "
+        "union all select *, 'click' as label_event from day1"
+    )
+    con.execute(EVENINGS.format(source="(select * from eve0 union all select * from eve1)"))
+    evening = con.sql("select item_id from eve0 order by request_time").fetchall()
+    con.close()
+
+    train = harness._examples(replace(load_settings(), home=tmp_path))
+    ids = train.column("request_id").to_pylist()
+    assert ids == [
+        f"{name}r{r}" for name, n in (("day0", 40), ("eve0", 10), ("day1", 40)) for r in range(n)
+    ]
+    assert train.column("ds").to_pylist() == [date(2024, 3, 1)] * 40 + [date(2024, 3, 2)] * 50
+    assert train.column("item_id").to_pylist()[40:50] == [i for (i,) in evening]
+    assert train.column("label_event").null_count == 10  # an evening row's strongest is unknown

@@ -79,6 +79,13 @@ def title_search(corpus: pa.Table) -> pa.Table:
     return pa.Table.from_pylist([{"user_id": "nobody", "query": t, **empty} for t in titles])
 
 
+# mart_eval_examples from training-mart-shaped rows, one clicked item a request.
+EVENINGS = (
+    "create table mart_eval_examples as select * exclude (item_id), [item_id] as clicked_items, "
+    "[]::varchar[] as purchased_items from {source}"
+)
+
+
 def settings_for(home: Path, cfg: ModelConfig, monkeypatch) -> Settings:
     monkeypatch.setenv("EBR_HOME", str(home))
     return replace(load_settings(), seed=3, model=cfg)
@@ -186,6 +193,7 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch, ca
     con.execute(
         f"create table mart_item_corpus as select d.ds, c.* from corpus c cross join {days}"
     )
+    con.execute(EVENINGS.format(source="mart_training_examples where false"))
     con.close()
     settings = settings_for(tmp_path, replace(CFG, epochs=2, validation_share=0.1), monkeypatch)
 
@@ -215,15 +223,21 @@ def test_train_day_reads_the_warehouse_and_warm_starts(tmp_path, monkeypatch, ca
         assert torch.equal(tensor, v3.model.state_dict()[name]), name
 
 
-def test_the_rows_a_day_held_out_train_the_next_day(tmp_path, monkeypatch, caplog):
+def test_the_rows_a_day_never_learnt_train_the_next_day(tmp_path, monkeypatch, caplog):
     first, corpus = make_day(seed=4, n_items=20, n_examples=500, prefix="a")
     # The newest 50 rows (10%: early stopping's) are the only ones of users tail-u*.
     users = first["user_id"].to_pylist()[:450] + [f"tail-u{k}" for k in range(50)]
     first = first.set_column(first.schema.get_field_index("user_id"), "user_id", pa.array(users))
     second, _ = make_day(seed=5, n_items=20, n_examples=600, prefix="b")
+    # The first day's evening: the gate's requests, of users seen nowhere else.
+    evening, _ = make_day(seed=6, n_items=20, n_examples=30, prefix="e")
+    evening = evening.set_column(
+        evening.schema.get_field_index("item_id"), "item_id", first["item_id"].slice(0, 30)
+    )
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     for name, table in (("first", first), ("second", second), ("corpus", corpus)):
         con.register(name, table)
+    con.register("evening", evening)
     con.execute(
         "create table mart_training_examples as "
         "select date '2024-03-01' as ds, 'click' as label_event, * from first union all "
@@ -233,6 +247,7 @@ def test_the_rows_a_day_held_out_train_the_next_day(tmp_path, monkeypatch, caplo
     con.execute(
         f"create table mart_item_corpus as select d.ds, c.* from corpus c cross join {days}"
     )
+    con.execute(EVENINGS.format(source="(select date '2024-03-01' as ds, * from evening)"))
     con.close()
     cfg = replace(CFG, epochs=1, validation_share=0.1)
     settings = settings_for(tmp_path, cfg, monkeypatch)
@@ -240,14 +255,16 @@ def test_the_rows_a_day_held_out_train_the_next_day(tmp_path, monkeypatch, caplo
     v1 = train_day(DS, settings, base=None, version=1)
     assert v1.metrics["validation_examples"] == 50 and v1.metrics["carried_examples"] == 0
     assert v1.vocabs.user.get("tail-u0") == UNK  # held out: never learnt that day
+    assert v1.vocabs.user.get("eu0") == UNK  # its evening: judged on, never learnt
 
     with caplog.at_level(logging.INFO, logger="training.train"):
         v2 = train_day("2024-03-02", settings, base=v1.path, version=2)
-    assert v2.metrics["carried_examples"] == 50
-    assert "50 examples held out of 2024-03-01 trained today" in caplog.text
-    # 650 rows, the newest 65 of them the second day's held-out share
-    assert (v2.metrics["examples"], v2.metrics["validation_examples"]) == (585, 65)
+    assert v2.metrics["carried_examples"] == 80
+    assert "50 examples held out of 2024-03-01 and 30 of its evening trained today" in caplog.text
+    # 680 rows, the newest 68 of them the second day's held-out share
+    assert (v2.metrics["examples"], v2.metrics["validation_examples"]) == (612, 68)
     assert all(v2.vocabs.user.get(f"tail-u{k}") != UNK for k in range(50))
+    assert all(v2.vocabs.user.get(u) != UNK for u in evening["user_id"].to_pylist())
 
     # A rerun of the parent's own day has no earlier day's rows to carry.
     rerun = train_day("2024-03-02", settings, base=v2.path, version=3)

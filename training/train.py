@@ -519,19 +519,21 @@ def _encoded(tower, table: features.Items | features.Requests, rows, device: str
     )
 
 
-def carry_over(previous, held: int, examples) -> pa.Table:
-    """examples after the newest `held` rows of previous: the rows a model trained on previous
-    held out for early stopping (its metrics["validation_examples"]), which it never learnt.
+def carry_over(previous, held: int, examples, evening=None) -> pa.Table:
+    """examples after the newest `held` rows of previous and then evening: the rows a model
+    trained on previous held out for early stopping (its metrics["validation_examples"]), and
+    the requests of its day after eval_start_hour (mart_eval_examples, `_read_evening`), which
+    the gate and the canary judged it on; it learnt neither.
 
     Carried into the next day's training they are learnt a day late instead of never
-    (docs/quality.md, "The held-out share, trained the day after"). Both tables have the same
+    (docs/quality.md, "The held-out share, trained the day after"). The tables have the same
     columns, oldest row first.
     """
     previous, examples = _arrow(previous), _arrow(examples)
     held = min(held, len(previous))
-    if held == 0:
-        return examples
-    return pa.concat_tables([previous.slice(len(previous) - held), examples])
+    parts = [previous.slice(len(previous) - held)] if held else []
+    parts += [_arrow(evening)] if evening is not None and len(evening) else []
+    return pa.concat_tables([*parts, examples]) if parts else examples
 
 
 def _hold_out(examples: pa.Table, cfg: ModelConfig) -> tuple[pa.Table, pa.Table | None]:
@@ -576,15 +578,21 @@ def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> A
         parent = load_artifact(base) if base is not None else None
         log.info("v%d from %s", version, f"v{parent.version}" if parent else "scratch")
         carried = 0
-        # The rows the parent held out of its day, when that day is before this one: a rerun of
-        # the parent's day reads them as its own rows, and a backfill behind the parent is not
-        # the day after it.
+        # The rows of the parent's day it never learnt (carry_over), when that day is before
+        # this one: a rerun of the parent's day reads its held-out rows as its own and judges
+        # its evening, and a backfill behind the parent is not the day after it.
         if parent is not None and parent.ds < ds:
-            today = len(examples)
+            held = parent.metrics["validation_examples"]
             previous = _read_examples(settings.warehouse, parent.ds)
-            examples = carry_over(previous, parent.metrics["validation_examples"], examples)
-            carried = len(examples) - today
-            log.info("%d examples held out of %s trained today", carried, parent.ds)
+            evening = _read_evening(settings.warehouse, parent.ds)
+            examples = carry_over(previous, held, examples, evening)
+            carried = min(held, len(previous)) + len(evening)
+            log.info(
+                "%d examples held out of %s and %d of its evening trained today",
+                carried - len(evening),
+                parent.ds,
+                len(evening),
+            )
         artifact = train(examples, corpus, settings.model, parent, settings.seed)
         artifact.metrics["carried_examples"] = carried  # of metrics["examples"]
         return artifact.save(settings.models, version, ds)
@@ -605,11 +613,24 @@ def _read_day(warehouse: Path, ds: str):
 
 
 def _read_examples(warehouse: Path, ds: str) -> pa.Table:
+    return _read_rows(warehouse, "mart_training_examples", ds)
+
+
+def _read_evening(warehouse: Path, ds: str) -> pa.Table:
+    """Day ds's evaluation requests as training rows: one a positive, as the training mart has."""
+    return _read_rows(warehouse, EVENING_ROWS, ds)
+
+
+# mart_eval_examples's requests with one row per clicked, carted or bought item (clicked_items).
+EVENING_ROWS = "(select *, unnest(clicked_items) as item_id from mart_eval_examples)"
+
+
+def _read_rows(warehouse: Path, relation: str, ds: str) -> pa.Table:
     # Fixed order: the same day always yields the same vocab ids and batches (determinism).
     columns = ", ".join(["request_id", *features.REQUEST_COLUMNS, "item_id"])
     with reading(warehouse) as con:
         return con.sql(
-            f"select {columns} from mart_training_examples where ds = cast(? as date) "
+            f"select {columns} from {relation} where ds = cast(? as date) "
             "order by request_time, request_id, item_id",
             params=[ds],
         ).to_arrow_table()

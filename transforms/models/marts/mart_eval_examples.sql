@@ -1,5 +1,6 @@
 -- Evaluation examples of day ds: one row per request at or after eval_start_hour with at
--- least one click, cart or purchase. Never trained on.
+-- least one click, cart or purchase. Never trained on by the day's model, which it judges; the
+-- next day's training reads them (training.train.train_day).
 
 {{ config(contract={'enforced': true}) }}
 
