@@ -582,11 +582,13 @@ def train_day(ds: str, settings: Settings, base: Path | None, version: int) -> A
         # this one: a rerun of the parent's day reads its held-out rows as its own and judges
         # its evening, and a backfill behind the parent is not the day after it.
         if parent is not None and parent.ds < ds:
-            held = parent.metrics["validation_examples"]
+            today = len(examples)
             previous = _read_examples(settings.warehouse, parent.ds)
             evening = _read_evening(settings.warehouse, parent.ds)
-            examples = carry_over(previous, held, examples, evening)
-            carried = min(held, len(previous)) + len(evening)
+            examples = carry_over(
+                previous, parent.metrics["validation_examples"], examples, evening
+            )
+            carried = len(examples) - today
             log.info(
                 "%d examples held out of %s and %d of its evening trained today",
                 carried - len(evening),
