@@ -230,8 +230,8 @@ def targets(results: dict) -> list[dict]:
                 "items/s",
                 True,
                 gate_rate
-                and f"the build's; the gate encoded the same corpus for both models at "
-                f"{_n(gate_rate)} items/s, with no inserts beside it",
+                and f"the build's, before its inserts; the gate encoded the same corpus for "
+                f"both models at {_n(gate_rate)} items/s",
             )
         )
         t = ratios["training"]
