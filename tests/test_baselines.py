@@ -104,6 +104,27 @@ def test_exact_top_k_in_two_levels_is_torch_topk(monkeypatch):
     np.testing.assert_array_equal(rows, torch.topk(torch.from_numpy(queries @ items.T), 10).indices)
 
 
+def test_exact_top_k_over_chunks_of_items_is_torch_topk(monkeypatch):
+    import torch
+
+    rng = np.random.default_rng(1)
+    items = rng.standard_normal((1003, 8)).astype(np.float32)
+    items[990:] *= 4  # the winners in the last, short chunk
+    queries = rng.standard_normal((50, 8)).astype(np.float32)
+    want = torch.topk(torch.from_numpy(queries @ items.T), 300, dim=1)
+    whole, _ = exact.top_k(queries, items, 300, device="cpu")
+    # chunks of 130 items (two groups of 64 and a tail), blocks of 3 queries: k over a chunk too
+    monkeypatch.setattr(exact, "WIDE", 10**9)
+    monkeypatch.setattr(exact, "CHUNK", 130)
+    monkeypatch.setattr(exact, "SCORES", 400)
+    for k in (1, 10, 14, 300):
+        rows, scores = exact.top_k(queries, items, k, device="cpu")
+        np.testing.assert_array_equal(rows, want.indices[:, :k].numpy())
+        np.testing.assert_allclose(scores, want.values[:, :k].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(whole, want.indices.numpy())
+    assert exact.top_k(queries, items[:0], 5, device="cpu")[0].shape == (50, 0)
+
+
 def test_minilm_puts_synonyms_closer_than_unrelated_titles():
     corpus = pa.table({"item_id": ["hose", "pc"], "title": ["garden hose", "notebook pc"]})
     ranker = MiniLM()
